@@ -1,0 +1,157 @@
+"""A small, model-agnostic training loop.
+
+The loop knows no maths. You give it a *step function* that performs one optimisation step and
+returns its metrics as floats (``{"loss": 0.31}``); the loop calls it ``n_steps`` times, shows a
+progress bar, records a history, stops with a clear message when a metric becomes NaN or
+infinite, writes checkpoints atomically, and resumes from them::
+
+    def step(i):
+        x, = next(stream)
+        loss = objective(model, x)
+        opt.zero_grad(); loss.backward(); opt.step()
+        return {"loss": loss.item()}
+
+    history = fit(step, n_steps=2000, state={"model": model, "opt": opt},
+                  checkpoint="runs/vae.pt", checkpoint_every=500)
+
+Resuming restores every object in ``state`` (modules, optimisers, schedulers, generators), the
+history and the global random-number generators, so an interrupted run that resumes ends with
+the same parameters as one that never stopped (on the CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+History = dict[str, list[float]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a step returns a NaN or infinite metric."""
+
+
+def fit(step: Callable[[int], Mapping[str, float]], n_steps: int, *,
+        state: Mapping[str, Any] | None = None, checkpoint: str | Path | None = None,
+        checkpoint_every: int = 0, resume: bool = True, progress: bool = True,
+        desc: str = "training") -> History:
+    """Call ``step(i)`` for ``i`` in ``[start, n_steps)`` and return the history of its metrics.
+
+    Args:
+        step: performs one training step ``i`` (0-based) and returns ``{name: float}``.
+        n_steps: total number of steps of the run (a resumed run continues up to it).
+        state: objects saved in checkpoints: anything with ``state_dict``/``load_state_dict``
+            (modules, optimisers, schedulers, GradScaler) or a ``torch.Generator``.
+        checkpoint: file for checkpoints; ``None`` disables them.
+        checkpoint_every: save every this many steps (0: only at the end).
+        resume: when ``checkpoint`` exists, load it and continue from its step.
+    Returns:
+        ``{"step": [...], name: [...]}``: one entry per step, including resumed ones.
+    """
+    if not callable(step):
+        raise TypeError("step must be a function step(i) -> {'loss': float, ...}.")
+    if not isinstance(n_steps, int) or n_steps < 0:
+        raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}.")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}.")
+    state = dict(state or {})
+    for name, obj in state.items():
+        if not (isinstance(obj, torch.Generator) or hasattr(obj, "state_dict")):
+            raise TypeError(f"state[{name!r}] has no state_dict(); pass modules, optimisers, "
+                            "schedulers or torch.Generator objects.")
+    path = Path(checkpoint) if checkpoint is not None else None
+
+    history: History = {"step": []}
+    start = 0
+    if path is not None and resume and path.exists():
+        history, start = load_checkpoint(path, state)
+        print(f"Resumed from {path} at step {start}.")
+    started = time.perf_counter()
+    bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=desc,
+               disable=not progress or start >= n_steps, mininterval=1.0)
+    for i in bar:
+        metrics = step(i)
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+        if bad:
+            where = f" The last good checkpoint, {path}, is kept." if path and path.exists() else ""
+            raise NonFiniteLossError(
+                f"Step {i} returned a non-finite value: {bad}. Training stopped.{where} "
+                "Try a smaller learning rate, gradient clipping, or check the loss for log(0).")
+        history["step"].append(i)
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(float(v))
+        if i % 10 == 0 or i == n_steps - 1:
+            bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items()}, refresh=False)
+        done = i + 1
+        if path is not None and (done == n_steps or (checkpoint_every and done % checkpoint_every == 0)):
+            save_checkpoint(path, state, history, done)
+    bar.close()
+    ran = n_steps - start
+    if progress and ran > 0:
+        seconds = time.perf_counter() - started
+        last = {k: f"{v[-1]:.4g}" for k, v in history.items() if k != "step" and v}
+        print(f"{desc}: {ran} steps in {seconds:.1f} s ({ran / max(seconds, 1e-9):.1f} steps/s); "
+              f"last {last}")
+    return history
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any], history: History, step: int) -> None:
+    """Write ``state``, ``history``, ``step`` and the RNG states to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "step": step,
+        "history": history,
+        "state": {k: (v.get_state() if isinstance(v, torch.Generator) else v.state_dict())
+                  for k, v in state.items()},
+        "rng": _rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic on POSIX and Windows: a crash never leaves half a checkpoint
+
+
+def load_checkpoint(path: str | Path, state: Mapping[str, Any]) -> tuple[History, int]:
+    """Load a checkpoint written by ``save_checkpoint`` into ``state``; return (history, step)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    missing = set(state) - set(payload["state"])
+    if missing:
+        raise KeyError(f"Checkpoint {path} has no entry for {sorted(missing)}; "
+                       f"it holds {sorted(payload['state'])}. Delete it to start afresh.")
+    for k, obj in state.items():
+        if isinstance(obj, torch.Generator):
+            obj.set_state(payload["state"][k])
+        else:
+            obj.load_state_dict(payload["state"][k])
+    _set_rng_state(payload["rng"])
+    return payload["history"], int(payload["step"])
+
+
+def _rng_state() -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(mt), gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(rng: Mapping[str, Any]) -> None:
+    version, mt, gauss = rng["python"]
+    random.setstate((version, tuple(mt), gauss))
+    keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
