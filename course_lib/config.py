@@ -24,9 +24,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 # Keys are the lab's notebook name without ".ipynb". Both profiles must have the same keys.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "00_getting_started": {
-        # n_train: digits used; steps: optimiser steps of the tiny classifier; batch_size: per step
-        "fast": {"n_train": 1024, "steps": 30, "batch_size": 64},
-        "full": {"n_train": 60_000, "steps": 600, "batch_size": 128},
+        # n_train: training digits used (at most what is available); steps: Adam steps of the
+        # pixel model; batch_size: digits per step; lr: Adam's learning rate
+        "fast": {"n_train": 1024, "steps": 60, "batch_size": 64, "lr": 0.05},
+        "full": {"n_train": 60_000, "steps": 1500, "batch_size": 128, "lr": 0.05},
     },
 }
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,19 +73,18 @@ def load_dataset(name: str = "mnist", split: str = "train", *, device: torch.dev
     root = Path(root).expanduser() if root is not None else default_data_dir()
     device = torch.device(device) if device is not None else get_device()
 
-    found = _read_local(name, split, root)
+    found, failure = _read_local(name, split, root), "download=False"
     if found is None and download:
-        found = _download(name, split, root, verbose)
+        found, failure = _download(name, split, root)
     if found is None:
         if name != "mnist":
             raise RuntimeError(
                 f"{name} could not be found under {root} nor downloaded, and only MNIST has an "
                 "offline fallback. Connect to the internet once, or copy the IDX files into "
-                f"{root / _FOLDERS[name][0] / 'raw'}, or use name='mnist'.")
+                f"{root / _FOLDERS[name][0] / 'raw'}, or use name='mnist'. ({failure})")
         found = _offline_mnist(split, root)
-        msg = f"{OFFLINE_MESSAGE} ({found[2].split(': ', 1)[1]})."
-        print(msg)
-        warnings.warn(msg, stacklevel=3)
+        print(f"{OFFLINE_MESSAGE} ({found[2].split(': ', 1)[1]}). "
+              f"MNIST could not be loaded into {root}: {failure}.")
     images, labels, source = found
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -130,18 +128,17 @@ def _read_local(name: str, split: str, root: Path):
     return None
 
 
-def _download(name: str, split: str, root: Path, verbose: bool):
+def _download(name: str, split: str, root: Path):
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}[name]
     try:
         ds = cls(str(root), train=(split == "train"), download=True)
     except Exception as err:  # no network, blocked host, corrupt partial download, ...
-        if verbose:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            print(f"Could not download {name} into {root} ({type(err).__name__}: {first_line})")
-        return None
-    return ds.data, ds.targets, f"{name} {split} split, {len(ds.targets):,} images (torchvision)"
+        lines = str(err).strip().splitlines() or [""]
+        return None, f"download failed ({type(err).__name__}: {lines[0].rstrip(':')})"
+    source = f"{name} {split} split, {len(ds.targets):,} images (torchvision download)"
+    return (ds.data, ds.targets, source), ""
 
 
 def _offline_mnist(split: str, root: Path):
@@ -193,9 +190,45 @@ def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
         yield tuple(t[idx] for t in tensors)
 
 
+class Minibatches:
+    """Minibatch ``i`` of an epoch-by-epoch shuffled pass, computed from ``i`` alone.
+
+    Epoch ``e`` uses the permutation drawn from ``seed + e``, so batch ``i`` is the same whether
+    training ran straight through or resumed from a checkpoint at step ``i``: use it in the step
+    function given to ``train.fit``. Incomplete final batches are dropped.
+
+    >>> batch = Minibatches(data.images, data.labels, batch_size=128, seed=0)  # doctest: +SKIP
+    >>> x, y = batch(step)  # doctest: +SKIP
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0):
+        if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
+            raise ValueError("Minibatches needs one or more tensors of the same length.")
+        if not isinstance(batch_size, int) or not 0 < batch_size <= tensors[0].shape[0]:
+            raise ValueError(f"batch_size must be an integer in [1, {tensors[0].shape[0]}] "
+                             f"(the data size), got {batch_size!r}.")
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.per_epoch = tensors[0].shape[0] // batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, ...]:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            n = self.tensors[0].shape[0]
+            self._perm = torch.randperm(n, generator=g).to(self.tensors[0].device)
+            self._epoch = epoch
+        idx = self._perm[k * self.batch_size: (k + 1) * self.batch_size]
+        return tuple(t[idx] for t in self.tensors)
+
+
 def infinite_batches(*tensors: torch.Tensor, batch_size: int,
                      generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Shuffled minibatches forever (a new permutation each epoch; incomplete batches dropped)."""
+    """Shuffled minibatches forever (a new permutation each epoch; incomplete batches dropped).
+
+    Its position lives in the Python iterator, so it is not restored by a checkpoint: for
+    training that may resume, use ``Minibatches``.
+    """
     if batch_size > tensors[0].shape[0]:
         raise ValueError(f"batch_size={batch_size} is larger than the data ({tensors[0].shape[0]}).")
     while True:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 History = dict[str, list[float]]
 
@@ -42,7 +42,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def fit(step: Callable[[int], Mapping[str, float]], n_steps: int, *,
         state: Mapping[str, Any] | None = None, checkpoint: str | Path | None = None,
-        checkpoint_every: int = 0, resume: bool = True, progress: bool = True,
+        checkpoint_every: int = 0, resume: bool = True, progress: bool | None = None,
         desc: str = "training") -> History:
     """Call ``step(i)`` for ``i`` in ``[start, n_steps)`` and return the history of its metrics.
 
@@ -54,6 +54,10 @@ def fit(step: Callable[[int], Mapping[str, float]], n_steps: int, *,
         checkpoint: file for checkpoints; ``None`` disables them.
         checkpoint_every: save every this many steps (0: only at the end).
         resume: when ``checkpoint`` exists, load it and continue from its step.
+        progress: ``False`` prints nothing; ``True`` shows a progress bar and a summary line;
+            ``None`` (default) shows the bar only where it renders well (a terminal, or a
+            notebook with ipywidgets, as on Colab; never when ``TQDM_DISABLE`` is set), and the
+            summary line in any case.
     Returns:
         ``{"step": [...], name: [...]}``: one entry per step, including resumed ones.
     """
@@ -76,8 +80,9 @@ def fit(step: Callable[[int], Mapping[str, float]], n_steps: int, *,
         history, start = load_checkpoint(path, state)
         print(f"Resumed from {path} at step {start}.")
     started = time.perf_counter()
-    bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=desc,
-               disable=not progress or start >= n_steps, mininterval=1.0)
+    bar_class = _bar_class(progress)
+    bar = bar_class(range(start, n_steps), initial=start, total=n_steps, desc=desc,
+                    mininterval=1.0, **({"disable": True} if start >= n_steps else {}))
     for i in bar:
         metrics = step(i)
         bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
@@ -96,12 +101,45 @@ def fit(step: Callable[[int], Mapping[str, float]], n_steps: int, *,
             save_checkpoint(path, state, history, done)
     bar.close()
     ran = n_steps - start
-    if progress and ran > 0:
+    if progress is not False and ran > 0:
         seconds = time.perf_counter() - started
         last = {k: f"{v[-1]:.4g}" for k, v in history.items() if k != "step" and v}
         print(f"{desc}: {ran} steps in {seconds:.1f} s ({ran / max(seconds, 1e-9):.1f} steps/s); "
               f"last {last}")
     return history
+
+
+def _bar_class(progress: bool | None):
+    """The tqdm class that renders well here, or a disabled one (see ``fit``'s ``progress``)."""
+    from tqdm import std
+
+    def disabled(*args, **kwargs):
+        return std.tqdm(*args, **{**kwargs, "disable": True})
+
+    try:
+        from IPython import get_ipython
+
+        notebook = hasattr(get_ipython(), "kernel")
+    except ImportError:
+        notebook = False
+    try:
+        import ipywidgets  # noqa: F401  (a notebook bar needs it; Colab has it)
+
+        widgets = notebook
+    except ImportError:
+        widgets = False
+    if progress is False:
+        return disabled
+    if progress is None:
+        env_off = os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+        terminal = sys.stderr is not None and sys.stderr.isatty()
+        if env_off or (notebook and not widgets) or (not notebook and not terminal):
+            return disabled  # the summary line is printed anyway
+    if widgets:
+        from tqdm import notebook as tqdm_notebook
+
+        return tqdm_notebook.tqdm
+    return std.tqdm
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any], history: History, step: int) -> None:

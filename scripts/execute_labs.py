@@ -11,6 +11,7 @@ stores it, with the wall time of the whole notebook, in ``metadata["course"]["pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ def execute(lab: Path, timeout: int) -> dict:
 
 
 def main() -> int:
+    # The kernel inherits this environment: figures need the inline backend (not Agg), and the
+    # stored outputs get the library's one-line training summaries instead of progress bars.
+    os.environ.pop("MPLBACKEND", None)
+    os.environ["TQDM_DISABLE"] = "1"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("labs", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from course_lib import plotting
+
+
+def test_make_grid_layout():
+    images = torch.zeros(5, 1, 4, 4)
+    images[3] = 1.0
+    grid = plotting.make_grid(images, nrow=3, padding=1)
+    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 1)
+    assert grid[6:10, 1:5, 0].min() == 1.0  # image 3 sits at row 1, column 0
+    assert grid[1:5, 1:5, 0].max() == 0.0
+
+
+@pytest.mark.parametrize("images", [torch.zeros(0, 1, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(4)])
+def test_make_grid_rejects_bad_shapes(images):
+    with pytest.raises(ValueError, match="images must have shape"):
+        plotting.make_grid(images)
+
+
+def test_image_grid_draws():
+    ax = plotting.image_grid(torch.rand(8, 1, 28, 28), nrow=4, title="digits")
+    assert ax.get_title() == "digits" and len(ax.images) == 1
+
+
+def test_learning_curves():
+    history = {"step": list(range(50)), "loss": list(np.linspace(3, 1, 50)), "kl": [1.0] * 50}
+    ax = plotting.learning_curves(history, smooth=5, logy=True)
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"loss", "kl"}
+    assert ax.get_xlabel() == "step"
+    with pytest.raises(KeyError, match="history has no"):
+        plotting.learning_curves(history, keys=["acc"])
+    with pytest.raises(ValueError, match="smooth"):
+        plotting.learning_curves(history, smooth=0)
+
+
+def test_scatter_and_density():
+    pts = torch.randn(100, 2)
+    ax = plotting.scatter_2d(pts, labels=torch.arange(100) % 3, title="pts")
+    assert ax.get_xlabel() == "$x_1$"
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.scatter_2d(torch.randn(10, 3))
+    ax = plotting.density_2d(lambda xy: -0.5 * (xy ** 2).sum(1), (-3, 3), (-3, 3), n=30)
+    assert ax.get_ylabel() == "$x_2$"
+    with pytest.raises(ValueError, match="increasing"):
+        plotting.density_2d(lambda xy: xy[:, 0], (1, 0), (0, 1))
+    plotting.histogram_2d(pts, bins=10)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.histogram_2d(torch.randn(10))
