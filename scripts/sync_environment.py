@@ -40,6 +40,7 @@ def requirements() -> list[str]:
 
 
 def to_conda(req: str) -> str:
+    req = req.split(";")[0]  # conda has no environment markers: keep the requirement itself
     name, spec = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", req).groups()
     return CONDA_NAMES.get(name.lower(), name.lower()) + spec.replace(" ", "")
 

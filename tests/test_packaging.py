@@ -26,9 +26,7 @@ def test_environment_has_every_runtime_dependency_unpinned():
 
 
 def test_runtime_dependencies_have_lower_bounds_only():
-    import tomllib
-
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = sync_environment.tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=]", d)[0] for d in deps}
     assert names == {"torch", "torchvision", "numpy", "scipy", "matplotlib", "tqdm"}
     assert all("==" not in d and "<" not in d for d in deps)
