@@ -14,6 +14,8 @@ def ring_mixture(n: int, n_modes: int = 8, radius: float = 2.0, std: float = 0.0
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Mixture of ``n_modes`` equal Gaussians N(mu_k, std^2 I), mu_k = radius (cos, sin)(2 pi k / K)."""
     _check(n, std)
+    if not isinstance(n_modes, int) or n_modes <= 0:
+        raise ValueError(f"n_modes must be a positive integer, got {n_modes!r}.")
     k = torch.randint(n_modes, (n,), generator=generator)
     angle = 2 * math.pi * k / n_modes
     centres = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
@@ -24,6 +26,8 @@ def grid_mixture(n: int, side: int = 5, spacing: float = 1.0, std: float = 0.05,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Mixture of ``side**2`` Gaussians on a square grid centred at the origin."""
     _check(n, std)
+    if not isinstance(side, int) or side <= 0:
+        raise ValueError(f"side must be a positive integer, got {side!r}.")
     k = torch.randint(side * side, (n,), generator=generator)
     offset = (side - 1) / 2
     centres = spacing * torch.stack([k // side - offset, k % side - offset], dim=1).float()

@@ -183,3 +183,7 @@ def test_toy_data_bad_arguments():
         toy.two_moons(0)
     with pytest.raises(ValueError, match="non-negative"):
         toy.swiss_roll(10, noise=-1.0)
+    with pytest.raises(ValueError, match="n_modes must be a positive integer"):
+        toy.ring_mixture(10, n_modes=0)
+    with pytest.raises(ValueError, match="side must be a positive integer"):
+        toy.grid_mixture(10, side=0)
