@@ -29,6 +29,62 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "fast": {"n_train": 1024, "steps": 60, "batch_size": 64, "lr": 0.05},
         "full": {"n_train": 60_000, "steps": 1500, "batch_size": 128, "lr": 0.05},
     },
+    "02_information_theory": {
+        # n_mc: samples of each Monte Carlo check; n_max / n_repeats: largest sample size and
+        # number of independent runs in the Gaussian-KL convergence plot; n_pairs: random pairs
+        # of distributions for Gibbs' inequality and the asymmetry scatter; n_data / mle_steps:
+        # categorical samples and Adam steps of the cross-entropy (MLE) fit; fit_steps: Adam steps
+        # of each reverse-KL fit; n_starts: starting means in the reverse-KL basin plot;
+        # n_bins: grid cells of the discretised shifted uniforms in the JS plot
+        "fast": {"n_mc": 20_000, "n_max": 10_000, "n_repeats": 5, "n_pairs": 2_000,
+                 "n_data": 1_000, "mle_steps": 100, "fit_steps": 300, "n_starts": 11,
+                 "n_bins": 200},
+        "full": {"n_mc": 1_000_000, "n_max": 1_000_000, "n_repeats": 20, "n_pairs": 50_000,
+                 "n_data": 20_000, "mle_steps": 300, "fit_steps": 600, "n_starts": 41,
+                 "n_bins": 1_000},
+    },
+    "03_variational_inference": {
+        # fit_steps / n_samples / lr: Adam steps of each ELBO fit, reparameterised draws per
+        # ELBO estimate and Adam's initial learning rate (decayed linearly to zero); n_eval: draws
+        # of the final Monte Carlo checks (ELBO, samples of q, importance sampling); n_x: points of
+        # the gap-against-x grid; amortised_steps / batch_size / hidden: Adam steps, observations
+        # per step and hidden width of the inference network; n_sweeps: CAVI sweeps
+        "fast": {"fit_steps": 400, "n_samples": 16, "lr": 0.05, "n_eval": 20_000, "n_x": 9,
+                 "amortised_steps": 400, "batch_size": 128, "hidden": 32, "n_sweeps": 10},
+        "full": {"fit_steps": 3_000, "n_samples": 32, "lr": 0.05, "n_eval": 1_000_000, "n_x": 33,
+                 "amortised_steps": 6_000, "batch_size": 512, "hidden": 64, "n_sweeps": 10},
+    },
+    "04_markov_chains": {
+        # n_days: days of pi_n plotted; sim_days: length of the long simulation (method 3);
+        # walk_steps / n_walkers: random-walk length and number of walkers for the moments;
+        # bm_steps: grid steps of the Brownian path; mh_chains / mh_steps: Metropolis-Hastings
+        # chains run side by side and their length; sweep_steps / n_step_sizes: steps per chain
+        # and number of proposal scales in the acceptance-rate sweep; langevin_chains /
+        # langevin_steps: Langevin chains and their length; n_data: two-moons points noised;
+        # T: steps of the noising chain
+        "fast": {"n_days": 30, "sim_days": 20_000, "walk_steps": 200, "n_walkers": 5_000,
+                 "bm_steps": 2_000, "mh_chains": 200, "mh_steps": 1_000, "sweep_steps": 300,
+                 "n_step_sizes": 6, "langevin_chains": 1_000, "langevin_steps": 500,
+                 "n_data": 2_000, "T": 100},
+        "full": {"n_days": 30, "sim_days": 200_000, "walk_steps": 1_000, "n_walkers": 50_000,
+                 "bm_steps": 10_000, "mh_chains": 2_000, "mh_steps": 5_000, "sweep_steps": 1_000,
+                 "n_step_sizes": 12, "langevin_chains": 5_000, "langevin_steps": 1_000,
+                 "n_data": 5_000, "T": 100},
+    },
+    "05_vae": {
+        # batch_size / lr: digits per Adam step and its learning rate (all models); ae_steps:
+        # steps of the autoencoder; vae_steps: steps of each MLP VAE (latent 2, 20, 100, beta-VAE);
+        # conv_steps: steps of the convolutional VAE; checkpoint_every: steps between checkpoints;
+        # monitor_every / n_monitor: steps between learning-curve points and digits in each
+        # monitored set (train and held out); beta: KL weight of the beta-VAE; iwae_k / n_iwae:
+        # importance samples of the IWAE estimate and held-out digits of the results table
+        "fast": {"batch_size": 128, "lr": 1e-3, "ae_steps": 150, "vae_steps": 200,
+                 "conv_steps": 50, "checkpoint_every": 100, "monitor_every": 25, "n_monitor": 200,
+                 "beta": 4.0, "iwae_k": 100, "n_iwae": 100},
+        "full": {"batch_size": 128, "lr": 1e-3, "ae_steps": 5_000, "vae_steps": 6_000,
+                 "conv_steps": 3_000, "checkpoint_every": 1_000, "monitor_every": 250,
+                 "n_monitor": 1_000, "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
+    },
 }
 
 

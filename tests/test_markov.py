@@ -135,6 +135,16 @@ def test_reducible_chain_basis():
     assert torch.allclose(mixture @ REDUCIBLE, mixture, atol=1e-12)
 
 
+def test_reducible_chain_limit_depends_on_start():
+    basis = markov.stationary_distributions(REDUCIBLE)
+    # from the transient state 3 the chain leaves to {0, 1} w.p. 0.2 and to {2} w.p. 0.3 per
+    # day, so it ends in {0, 1} with probability 0.2 / (0.2 + 0.3) = 0.4
+    limit = markov.propagate([0.0, 0.0, 0.0, 1.0], REDUCIBLE, 200)[-1]
+    assert torch.allclose(limit, 0.4 * basis[0] + 0.6 * basis[1], atol=1e-10)
+    from_0 = markov.propagate([1.0, 0.0, 0.0, 0.0], REDUCIBLE, 200)[-1]
+    assert torch.allclose(from_0, basis[0], atol=1e-10)
+
+
 # --- random walk and Brownian motion ------------------------------------------------------------
 
 @pytest.mark.parametrize("p", [0.5, 0.7])
@@ -233,10 +243,10 @@ def test_langevin_gaussian_moments_with_discretisation_bias(tau):
 
 
 def test_langevin_small_step_recovers_target():
-    s = 0.5
-    x = markov.langevin_sample(lambda x: -x / s**2, torch.zeros(50_000, 2, dtype=torch.float64),
-                               1500, 0.002, gen(9))
-    assert (x[-1].var(0) - s**2).abs().max() < 0.01
+    s, tau, chains = 0.5, 0.005, 20_000  # tau / (2 s^2) = 1%: the bias is within the noise
+    x = markov.langevin_sample(lambda x: -x / s**2, torch.zeros(chains, 1, dtype=torch.float64),
+                               400, tau, gen(9))
+    assert abs(x[-1].var() / s**2 - 1) < 4 * math.sqrt(2 / chains) + tau / (2 * s**2)
 
 
 # --- the forward noising chain of diffusion -----------------------------------------------------
