@@ -29,6 +29,19 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "fast": {"n_train": 1024, "steps": 60, "batch_size": 64, "lr": 0.05},
         "full": {"n_train": 60_000, "steps": 1500, "batch_size": 128, "lr": 0.05},
     },
+    "01_probability": {
+        # n_max / n_repeats: largest number of draws and independent runs in the MLE-vs-sample-size
+        # plot; n_samples: ancestral samples from the Bayesian network; n_gmm / em_iters: 2-D points
+        # and EM iterations of each Gaussian-mixture fit; n_restarts: EM runs from random starts;
+        # n_bars / ar_steps / ar_lr: training images, Adam steps and learning rate of the
+        # autoregressive model; n_ar: images sampled from it
+        "fast": {"n_max": 10_000, "n_repeats": 5, "n_samples": 20_000, "n_gmm": 1_000,
+                 "em_iters": 100, "n_restarts": 5, "n_bars": 500, "ar_steps": 300, "ar_lr": 0.05,
+                 "n_ar": 5_000},
+        "full": {"n_max": 1_000_000, "n_repeats": 20, "n_samples": 1_000_000, "n_gmm": 5_000,
+                 "em_iters": 300, "n_restarts": 10, "n_bars": 2_000, "ar_steps": 1_000,
+                 "ar_lr": 0.05, "n_ar": 100_000},
+    },
     "02_information_theory": {
         # n_mc: samples of each Monte Carlo check; n_max / n_repeats: largest sample size and
         # number of independent runs in the Gaussian-KL convergence plot; n_pairs: random pairs
@@ -58,32 +71,37 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         # n_days: days of pi_n plotted; sim_days: length of the long simulation (method 3);
         # walk_steps / n_walkers: random-walk length and number of walkers for the moments;
         # bm_steps: grid steps of the Brownian path; mh_chains / mh_steps: Metropolis-Hastings
-        # chains run side by side and their length; sweep_steps / n_step_sizes: steps per chain
+        # chains run side by side and their length; trace_steps: steps shown in the trace plot;
+        # sweep_steps / n_step_sizes: steps per chain
         # and number of proposal scales in the acceptance-rate sweep; langevin_chains /
         # langevin_steps: Langevin chains and their length; n_data: two-moons points noised;
         # T: steps of the noising chain
         "fast": {"n_days": 30, "sim_days": 20_000, "walk_steps": 200, "n_walkers": 5_000,
-                 "bm_steps": 2_000, "mh_chains": 200, "mh_steps": 1_000, "sweep_steps": 300,
+                 "bm_steps": 2_000, "mh_chains": 200, "mh_steps": 1_000, "trace_steps": 300,
+                 "sweep_steps": 300,
                  "n_step_sizes": 6, "langevin_chains": 1_000, "langevin_steps": 500,
                  "n_data": 2_000, "T": 100},
         "full": {"n_days": 30, "sim_days": 200_000, "walk_steps": 1_000, "n_walkers": 50_000,
-                 "bm_steps": 10_000, "mh_chains": 2_000, "mh_steps": 5_000, "sweep_steps": 1_000,
-                 "n_step_sizes": 12, "langevin_chains": 5_000, "langevin_steps": 1_000,
+                 "bm_steps": 10_000, "mh_chains": 2_000, "mh_steps": 5_000, "trace_steps": 300,
+                 "sweep_steps": 1_000,
+                 "n_step_sizes": 12, "langevin_chains": 5_000, "langevin_steps": 2_000,
                  "n_data": 5_000, "T": 100},
     },
     "05_vae": {
-        # batch_size / lr: digits per Adam step and its learning rate (all models); ae_steps:
-        # steps of the autoencoder; vae_steps: steps of each MLP VAE (latent 2, 20, 100, beta-VAE);
-        # conv_steps: steps of the convolutional VAE; checkpoint_every: steps between checkpoints;
-        # monitor_every / n_monitor: steps between learning-curve points and digits in each
-        # monitored set (train and held out); beta: KL weight of the beta-VAE; iwae_k / n_iwae:
-        # importance samples of the IWAE estimate and held-out digits of the results table
-        "fast": {"batch_size": 128, "lr": 1e-3, "ae_steps": 150, "vae_steps": 200,
-                 "conv_steps": 50, "checkpoint_every": 100, "monitor_every": 25, "n_monitor": 200,
+        # batch_size / lr: digits per Adam step and its learning rate (all models); ae_epochs /
+        # vae_epochs / conv_epochs: passes over the training digits of the autoencoders, of each
+        # MLP VAE (latent 2, 20, 100, beta-VAE) and of the convolutional VAE, each capped at
+        # max_steps Adam steps (offline, 4,000 digits: the epochs decide; on 60,000 digits: the
+        # cap); checkpoint_every: steps between checkpoints; monitor_every / n_monitor: steps
+        # between learning-curve points and digits in each monitored set (train and held out);
+        # beta: KL weight of the beta-VAE; iwae_k / n_iwae: importance samples of the IWAE
+        # estimate and held-out digits of the results table
+        "fast": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 4, "vae_epochs": 5, "conv_epochs": 2,
+                 "max_steps": 150, "checkpoint_every": 100, "monitor_every": 25, "n_monitor": 200,
                  "beta": 4.0, "iwae_k": 100, "n_iwae": 100},
-        "full": {"batch_size": 128, "lr": 1e-3, "ae_steps": 5_000, "vae_steps": 6_000,
-                 "conv_steps": 3_000, "checkpoint_every": 1_000, "monitor_every": 250,
-                 "n_monitor": 1_000, "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
+        "full": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 50, "vae_epochs": 100, "conv_epochs": 50,
+                 "max_steps": 8_000, "checkpoint_every": 500, "monitor_every": 100, "n_monitor": 1_000,
+                 "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
     },
 }
 

@@ -73,8 +73,8 @@ def stationary_by_eigenvector(P) -> Tensor:
     P = check_transition_matrix(P)
     _require_unique(P)
     eigenvalues, vectors = torch.linalg.eig(P.T)  # left eigenvectors of P = right ones of P^T
-    v = vectors[:, (eigenvalues - 1).abs().argmin()].real
-    return v / v.sum()
+    v = vectors[:, (eigenvalues - 1).abs().argmin()]  # complex, with an arbitrary phase
+    return (v / v.sum()).real  # dividing by the sum removes the phase and the scale
 
 
 def stationary_by_linear_system(P) -> Tensor:

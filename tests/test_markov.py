@@ -62,6 +62,41 @@ def test_propagate_converges_to_stationary():
     assert tv[-1] < 1e-12 and tv[30] < 10 * math.sqrt(0.12) ** 30
 
 
+def test_restaurant_second_eigenvalue_by_hand():
+    # page: det A = 0.12, trace 0.7, the other two eigenvalues a complex pair of modulus sqrt(0.12)
+    assert torch.linalg.det(A).item() == pytest.approx(0.12, abs=1e-12)
+    ev = torch.linalg.eigvals(A)
+    assert ev.real.sum().item() == pytest.approx(0.7, abs=1e-12)
+    others = ev[(ev - 1).abs() > 1e-8]
+    assert len(others) == 2 and (others.imag.abs() > 0.1).all()
+    assert torch.allclose(others.abs(), torch.full((2,), math.sqrt(0.12), dtype=torch.float64))
+
+
+def test_power_iteration_matches_stationary():
+    # the page's exercise: repeating pi <- pi A from the uniform start converges to pi
+    pi = torch.full((3,), 1 / 3, dtype=torch.float64)
+    for _ in range(100):
+        pi = pi @ A
+    assert torch.allclose(pi, PI_EXACT, atol=1e-12)
+
+
+def test_weather_chain_exercise():
+    W = torch.tensor([[0.9, 0.1], [0.5, 0.5]], dtype=torch.float64)
+    assert torch.allclose(markov.stationary_distribution(W),
+                          torch.tensor([5 / 6, 1 / 6], dtype=torch.float64), atol=1e-12)
+
+
+def test_periodic_chain_unique_but_no_limit():
+    flip = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    assert markov.eigenvalue_one_multiplicity(flip) == 1  # the eigenvalue -1 does not count
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    for method in ("eigenvector", "linear_system"):
+        assert torch.allclose(markov.stationary_distribution(flip, method=method), half)
+    pis = markov.propagate([1.0, 0.0], flip, 5)
+    assert torch.equal(pis[::2], torch.tensor([[1.0, 0.0]] * 3, dtype=torch.float64))
+    assert torch.equal(pis[1::2], torch.tensor([[0.0, 1.0]] * 3, dtype=torch.float64))
+
+
 # --- bad inputs ---------------------------------------------------------------------------------
 
 def test_not_square_raises():
@@ -179,13 +214,14 @@ def test_metropolis_hastings_gaussian():
     samples, rate = markov.metropolis_hastings(
         lambda x: -0.5 * ((x[..., 0] - mu) / sigma) ** 2, x0, 2000, 2.4 * sigma, gen(4))
     assert samples.shape == (2001, 1000, 1) and 0.2 < rate < 0.6
-    kept = samples[500:]
-    # 1000 independent chains: the spread of the chain means gives an honest standard error
-    chain_means = kept.mean(0)[:, 0]
-    se = chain_means.std() / math.sqrt(1000)
-    assert abs(chain_means.mean() - mu) < 4 * se
-    chain_vars = kept.var(0)[:, 0]
-    assert abs(chain_vars.mean() - sigma**2) < 4 * chain_vars.std() / math.sqrt(1000) + 0.01
+    kept = samples[500:, :, 0]  # (1501, 1000) after burn-in
+    # 1000 independent chains: the spread of the per-chain averages gives an honest standard
+    # error (it includes the autocorrelation within each chain)
+    chain_means = kept.mean(0)
+    assert abs(chain_means.mean() - mu) < 4 * chain_means.std() / math.sqrt(1000)
+    # E[(x - mu)^2] = sigma^2, averaged per chain around the known mean (no small-sample bias)
+    chain_sq = ((kept - mu) ** 2).mean(0)
+    assert abs(chain_sq.mean() - sigma**2) < 4 * chain_sq.std() / math.sqrt(1000)
 
 
 def test_metropolis_hastings_mixture_mode_weights():
@@ -195,11 +231,14 @@ def test_metropolis_hastings_mixture_mode_weights():
     samples, _ = markov.metropolis_hastings(
         lambda x: markov.gaussian_mixture_log_prob(x, means, std, weights),
         torch.zeros(400, 2, dtype=torch.float64), 3000, 1.0, gen(5))
-    right = (samples[500:, :, 0] > 0).double().mean()
+    right = (samples[500:, :, 0] > 0).double().mean(0)  # per chain: fraction of time with x_1 > 0
     # exact mass of x_1 > 0 under the mixture
     z = 1.5 / std
     exact = 0.7 * stats.norm.cdf(z) + 0.3 * stats.norm.sf(z)
-    assert abs(right - exact) < 0.03
+    # 400 independent chains: standard error from the spread of the per-chain fractions
+    assert abs(right.mean() - exact) < 4 * right.std() / math.sqrt(400)
+    mean_1 = samples[500:, :, 0].mean(0)
+    assert abs(mean_1.mean() - (0.3 * -1.5 + 0.7 * 1.5)) < 4 * mean_1.std() / math.sqrt(400)
 
 
 def test_metropolis_hastings_rejects_everything_outside_support():
@@ -242,6 +281,23 @@ def test_langevin_gaussian_moments_with_discretisation_bias(tau):
     assert final.var() - s**2 > 4 * v_tau * math.sqrt(2 / chains)
 
 
+def test_langevin_mixture_moments():
+    # 1-D mixture 0.3 N(-1, s^2) + 0.7 N(1, s^2): E[x] = 0.4, E[x^2] = s^2 + 1
+    means = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    s, tau, chains = 0.8, 0.03, 5_000
+    x = markov.langevin_sample(lambda x: markov.gaussian_mixture_score(x, means, s, weights),
+                               torch.zeros(chains, 1, dtype=torch.float64), 600, tau, gen(15))
+    final = x[-1, :, 0]  # independent chains: independent draws
+    assert abs(final.mean() - 0.4) < 4 * final.std() / math.sqrt(chains)
+    # the discretisation inflates each component's variance by about tau / 2 (see above)
+    sq = final**2
+    assert abs(sq.mean() - (s**2 + 1)) < 4 * sq.std() / math.sqrt(chains) + tau
+    exact_right = 0.7 * stats.norm.cdf(1 / s) + 0.3 * stats.norm.sf(1 / s)
+    right = (final > 0).double().mean()
+    assert abs(right - exact_right) < 4 * math.sqrt(exact_right * (1 - exact_right) / chains)
+
+
 def test_langevin_small_step_recovers_target():
     s, tau, chains = 0.5, 0.005, 20_000  # tau / (2 s^2) = 1%: the bias is within the noise
     x = markov.langevin_sample(lambda x: -x / s**2, torch.zeros(chains, 1, dtype=torch.float64),
@@ -264,6 +320,15 @@ def test_noising_chain_marginal_matches_closed_form():
         assert (path[t].var(0) - var[t]).abs().max() < 4 * var[t] * math.sqrt(2 / n)
     alphas_bar = torch.cumprod(1 - betas, 0)
     assert torch.allclose(mean[1:], alphas_bar.sqrt()[:, None] * x0)
+
+
+def test_noising_steps_until_signal_below_one_percent():
+    # page exercise: (1 - beta)^(t / 2) < 0.01 iff t > 2 ln 100 / -ln(1 - beta)
+    beta = 0.02
+    signal, _ = markov.noising_marginal(torch.ones(1), torch.full((1_000,), beta))
+    t_first = int((signal[:, 0] < 0.01).nonzero()[0])
+    bound = 2 * math.log(100) / -math.log(1 - beta)
+    assert t_first == math.floor(bound) + 1 == 456
 
 
 def test_noising_chain_keeps_standard_normal():

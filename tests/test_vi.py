@@ -213,19 +213,26 @@ def test_reparameterised_gradient_is_unbiased():
 # --- fitting --------------------------------------------------------------------------------------
 
 def best_in_family(x: float, link: str) -> tuple[float, float]:
-    """(gap, mean) of the best q in the family, by L-BFGS on the quadrature ELBO."""
-    p = torch.tensor([0.0, 0.0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([p], max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = -vi.elbo_quadrature(x, vi.PositiveNormal(p[0], p[1], link))
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    q = vi.PositiveNormal(p[0].detach(), p[1].detach(), link)
+    """(gap, mean) of the best q in the family (vi.optimal_q: L-BFGS on the quadrature ELBO)."""
+    q = vi.optimal_q(x, link)
     return (vi.log_evidence(x) - vi.elbo_quadrature(x, q)).item(), q.expectation(lambda z: z).item()
+
+
+@pytest.mark.parametrize("link", vi.LINKS)
+def test_optimal_q_is_a_stationary_point_and_beats_random_qs(link):
+    xs = torch.tensor([-2.0, 0.5, 3.0, 6.0], dtype=torch.float64)
+    q = vi.optimal_q(xs, link)
+    mu, logvar = q.mu.clone().requires_grad_(), q.logvar.clone().requires_grad_()
+    vi.elbo_quadrature(xs, vi.PositiveNormal(mu, logvar, link)).sum().backward()
+    assert mu.grad.abs().max() < 1e-6 and logvar.grad.abs().max() < 1e-6
+    gaps = vi.log_evidence(xs) - vi.elbo_quadrature(xs, q)
+    assert (gaps > 0).all()
+    for i, x in enumerate(xs.tolist()):
+        one = vi.optimal_q(x, link)  # fitting one x alone gives the same q as fitting all at once
+        assert one.mu.item() == pytest.approx(q.mu[i].item(), abs=1e-5)
+        for other in random_qs(6, seed=12):
+            other = vi.PositiveNormal(other.mu, other.logvar, link)
+            assert vi.elbo_quadrature(x, other).item() <= vi.elbo_quadrature(x, one).item() + 1e-12
 
 
 @pytest.mark.parametrize("x", [0.5, 3.0])
@@ -291,6 +298,9 @@ def test_amortised_encoder_learns_and_generalises():
         mu, logvar = encoder(xs)
         gap = vi.log_evidence(xs) - vi.elbo_quadrature(xs, vi.PositiveNormal(mu, logvar))
     assert mu.shape == (2,) and (gap > 0).all() and (gap < 0.1).all()
+    # the amortisation gap is never negative: no q in the family beats the optimal one
+    best = vi.log_evidence(xs) - vi.elbo_quadrature(xs, vi.optimal_q(xs))
+    assert (gap >= best - 1e-10).all()
 
 
 def test_fit_uses_the_training_loop_nan_guard():
@@ -371,6 +381,11 @@ def test_bad_sample_size_raises():
 def test_bad_batch_size_raises():
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         vi.fit_amortised(vi.Encoder(), steps=10, batch_size=0)
+
+
+def test_bad_max_iter_raises():
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        vi.optimal_q(1.0, max_iter=0)
 
 
 def test_bad_sweeps_raise():
