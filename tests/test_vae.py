@@ -200,6 +200,18 @@ def test_shapes_for_odd_batch_sizes(b):
     assert ae.encode(x).shape == (b, 3) and ae(x).shape == (b, 1, 28, 28)
 
 
+def test_encoders_end_with_a_linear_layer_so_mu_and_logvar_can_be_negative():
+    for model in (vae.VAE(), vae.ConvVAE(), vae.Autoencoder()):
+        last = [m for m in model.encoder.modules() if not isinstance(m, torch.nn.Sequential)][-1]
+        assert isinstance(last, torch.nn.Linear), type(model).__name__
+    seed_everything(0)
+    model = vae.VAE(vae.VAEConfig(latent_dim=4))
+    with torch.no_grad():
+        model.encoder[1][-1].bias.fill_(-3.0)  # a last-layer bias that no ReLU would let through
+        mu, logvar = model.encode(torch.rand(5, 1, 28, 28))
+    assert (mu < 0).any() and (logvar < 0).any()
+
+
 @pytest.mark.parametrize("latent_dim", [0, -2, 1.5])
 def test_non_positive_latent_size_raises(latent_dim):
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
