@@ -34,6 +34,18 @@ def test_kl_term_equals_torch_distributions():
     assert torch.allclose(recon, torch.tensor(3 * math.log(2.0)))  # sigmoid(0) = 1/2 per pixel
 
 
+def test_kl_term_matches_a_monte_carlo_average_of_the_log_density_ratio():
+    # KL(q || p) = E_q[log q(z) - log p(z)], estimated with reparameterised draws (page exercise)
+    g = torch.Generator().manual_seed(13)
+    mu, logvar = torch.randn(1, 5, generator=g), torch.randn(1, 5, generator=g)
+    n = 200_000
+    z = vae.reparameterize(mu.expand(n, 5), logvar.expand(n, 5), g)
+    log_ratio = elbo.gaussian_log_density(z, mu, logvar) - elbo.gaussian_log_density(z)
+    assert torch.allclose(elbo.gaussian_log_density(z[:3], mu, logvar),
+                          Normal(mu, (0.5 * logvar).exp()).log_prob(z[:3]).sum(-1), atol=1e-5)
+    assert abs(log_ratio.mean() - elbo.kl_to_prior(mu, logvar)[0]) < 4 * log_ratio.std() / math.sqrt(n)
+
+
 def test_kl_is_zero_exactly_at_the_prior():
     assert elbo.kl_to_prior(torch.zeros(3, 4), torch.zeros(3, 4)).abs().max() == 0
 
