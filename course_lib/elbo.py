@@ -87,7 +87,7 @@ def vae_loss(logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Ten
     """The negative ELBO of a Bernoulli-decoder VAE, as (reconstruction, KL), each a scalar.
 
     reconstruction = mean_b sum_i BCE(logits_bi, x_bi) = -mean_b E_q[log p(x_b|z)] (one sample z),
-    KL = mean_b KL(q(z|x_b) || N(0, I)); the loss is reconstruction + KL (+ beta * KL for beta-VAE).
+    KL = mean_b KL(q(z|x_b) || N(0, I)); the loss is reconstruction + beta * KL (beta = 1: the VAE).
     ``logits`` and ``x``: (B, *image_shape); ``mu`` and ``logvar``: (B, d).
     """
     # Kingma & Welling (2014), Appendix B: -KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2);
