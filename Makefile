@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 ## book: build the HTML book into _build/html (warnings are errors; labs render stored outputs)
 book: $(STAMP)
+	touch book/runtimes.md  # Sphinx re-reads the run-time table, built from the labs' metadata
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
 ## test: lint, library tests and notebook checks, every lab under COURSE_FAST=1, then the book
