@@ -99,7 +99,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "fast": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 4, "vae_epochs": 5, "conv_epochs": 2,
                  "max_steps": 150, "checkpoint_every": 100, "monitor_every": 25, "n_monitor": 200,
                  "beta": 4.0, "iwae_k": 100, "n_iwae": 100},
-        "full": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 50, "vae_epochs": 100, "conv_epochs": 50,
+        "full": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 50, "vae_epochs": 100, "conv_epochs": 100,
                  "max_steps": 8_000, "checkpoint_every": 500, "monitor_every": 100, "n_monitor": 1_000,
                  "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
     },
