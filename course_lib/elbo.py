@@ -15,10 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .info import gaussian_kl
+from .info import gaussian_kl, gaussian_log_prob
 
 Tensor = torch.Tensor
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _check_same_shape(a: Tensor, b: Tensor, names: str) -> None:
@@ -59,17 +58,12 @@ def gaussian_log_likelihood(x_mean: Tensor, x: Tensor, logvar: Tensor | float = 
     constant. ``logvar`` is a float or a tensor broadcastable to ``x`` (a per-pixel variance).
     """
     _check_same_shape(x_mean, x, "x_mean and x")
-    logvar = torch.as_tensor(logvar, dtype=x.dtype, device=x.device).expand_as(x)
-    # -1/2 [ log(2 pi) + log sigma^2 + (x - x_mean)^2 / sigma^2 ] per pixel
-    per_pixel = -0.5 * (_LOG_2PI + logvar + (x - x_mean) ** 2 / logvar.exp())
-    return per_pixel.flatten(1).sum(1)
+    return gaussian_log_prob(x, x_mean, logvar).flatten(1).sum(1)
 
 
 def gaussian_log_density(z: Tensor, mu: Tensor | float = 0.0, logvar: Tensor | float = 0.0) -> Tensor:
     """log N(z; mu, diag(e^{logvar})) summed over the last dimension; ``z`` (..., d) -> (...)."""
-    mu = torch.as_tensor(mu, dtype=z.dtype, device=z.device)
-    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
-    return (-0.5 * (_LOG_2PI + logvar + (z - mu) ** 2 / logvar.exp())).sum(-1)
+    return gaussian_log_prob(z, mu, logvar).sum(-1)
 
 
 def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
