@@ -1,4 +1,5 @@
-"""Keep every lab's Colab badge and setup cell in sync with the repository URL in _config.yml.
+"""Keep every lab's Colab badge and setup cell, and the checkpoint manifest's download location,
+in sync with the repository URL in _config.yml.
 
     python scripts/sync_labs.py           # rewrite the labs that drifted
     python scripts/sync_labs.py --check   # exit 1 (listing them) if any lab drifted
@@ -78,6 +79,20 @@ def sync(lab: Path, check: bool) -> bool:
     return drift
 
 
+def sync_manifest(check: bool) -> bool:
+    """Bring the checkpoint manifest's repository and branch (used for downloads) in line."""
+    import json
+
+    path = ROOT / "course_lib" / "checkpoints.json"
+    data = json.loads(path.read_text())
+    url, branch = repository()
+    drift = (data.get("repository"), data.get("branch")) != (url, branch)
+    if drift and not check:
+        data["repository"], data["branch"] = url, branch
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return drift
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only report drift")
@@ -85,6 +100,8 @@ def main() -> int:
     args = parser.parse_args()
     labs = args.labs or sorted((ROOT / "notebooks").glob("*.ipynb"))
     drifted = [lab for lab in labs if sync(lab, args.check)]
+    if not args.labs and sync_manifest(args.check):
+        drifted.append(ROOT / "course_lib" / "checkpoints.json")
     for lab in drifted:
         print(f"{'drifted' if args.check else 'updated'}: {lab}")
     return 1 if drifted and args.check else 0

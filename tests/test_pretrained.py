@@ -1,0 +1,135 @@
+"""Shipped checkpoints: every file matches its hash and loads; save/load round trip; clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import pretrained
+from course_lib.vae import VAE, VAEConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = pretrained.available()
+
+
+def _tiny(width: int = 3) -> nn.Module:
+    """A small course_lib model (only course_lib classes may be built from a manifest)."""
+    return VAE(VAEConfig(hidden_dims=(width,), latent_dim=2))
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"repository": "https://github.com/o/r", "branch": "main",
+                                "checkpoints": {}}))
+    return path, tmp_path / "ckpt", tmp_path / "cache"
+
+
+def test_manifest_shape():
+    m = pretrained.manifest()
+    assert m["repository"].startswith("https://github.com/") and m["branch"]
+    for name, entry in m["checkpoints"].items():
+        assert {"class", "config", "sha256", "bytes", "provenance"} <= set(entry), name
+        prov = entry["provenance"]
+        for key in ("command", "device", "course_lib", "data"):
+            assert key in prov, f"{name}: provenance lacks {key!r}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_checkpoint_matches_its_hash_and_loads(name):
+    entry = pretrained.info(name)
+    file = ROOT / "checkpoints" / f"{name}.pt"
+    assert file.exists(), f"checkpoints/{name}.pt is missing: commit it with its manifest entry"
+    assert pretrained.sha256(file) == entry["sha256"]
+    model = pretrained.load(name, download=False)
+    assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
+    assert not model.training
+
+
+def test_every_checkpoint_file_has_an_entry():
+    files = {p.stem for p in (ROOT / "checkpoints").glob("*.pt")}
+    assert files <= set(SHIPPED), f"checkpoints without a manifest entry: {sorted(files - set(SHIPPED))}"
+
+
+def test_save_load_round_trip(store):
+    path, local, cache = store
+    model = _tiny(width=4)
+    entry = pretrained.save("tiny", model, {"command": "test"}, path=path, local_dir=local)
+    assert entry["parameters"] == sum(p.numel() for p in model.parameters())
+    assert list(entry["config"]["hidden_dims"]) == [4] and entry["config_class"] == "course_lib.vae.VAEConfig"
+    loaded = pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache, download=False)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_half_precision_is_loaded_as_float32(store):
+    path, local, cache = store
+    model = _tiny()
+    pretrained.save("tiny", model, {}, half=True, path=path, local_dir=local)
+    loaded = pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache, download=False)
+    for a, b in zip(model.parameters(), loaded.parameters(), strict=True):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=1e-3)
+
+
+def test_unknown_name_lists_the_available_ones(store):
+    path, _, _ = store
+    with pytest.raises(pretrained.CheckpointError, match="No shipped checkpoint named 'nope'"):
+        pretrained.load("nope", path=path)
+
+
+def test_wrong_hash_is_a_clear_error(store):
+    path, local, cache = store
+    pretrained.save("tiny", _tiny(), {}, path=path, local_dir=local)
+    torch.save(_tiny().state_dict(), local / "tiny.pt")  # other weights, same name
+    with pytest.raises(pretrained.CheckpointError, match="does not match the manifest"):
+        pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache)
+
+
+def test_failed_download_says_what_to_do(store, monkeypatch):
+    path, local, cache = store
+    pretrained.save("tiny", _tiny(), {}, path=path, local_dir=local)
+    (local / "tiny.pt").unlink()
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(pretrained.CheckpointError, match="could not be downloaded from https://raw"):
+        pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache)
+    with pytest.raises(pretrained.CheckpointError, match="download=False"):
+        pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache, download=False)
+
+
+def test_download_lands_in_the_cache_and_is_verified(store, monkeypatch):
+    path, local, cache = store
+    pretrained.save("tiny", _tiny(), {}, path=path, local_dir=local)
+    served = local / "tiny.pt"
+    moved = served.with_name("served.pt")
+    served.rename(moved)
+    urls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        urls.append(url)
+        assert hash_prefix == pretrained.sha256(moved)
+        Path(dst).write_bytes(moved.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    pretrained.load("tiny", path=path, local_dir=local, cache_dir=cache)
+    assert urls == ["https://raw.githubusercontent.com/o/r/main/checkpoints/tiny.pt"]
+    assert (cache / "tiny.pt").exists()
+
+
+def test_only_course_lib_classes_are_built():
+    with pytest.raises(pretrained.CheckpointError, match="course_lib only"):
+        pretrained.build({"class": "os.system", "config": {}})
+
+
+def test_manifest_repository_matches_config():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sync_labs
+
+    assert not sync_labs.sync_manifest(check=True), "run make sync"
