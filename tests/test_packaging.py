@@ -40,6 +40,7 @@ def test_wheel_builds_with_every_module(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {f"course_lib/{p.name}" for p in (ROOT / "course_lib").glob("*.py")}
     assert modules <= names
+    assert "course_lib/checkpoints.json" in names  # pretrained.load needs the manifest after pip install
 
 
 def test_import_has_no_side_effects():
