@@ -1,0 +1,362 @@
+"""Measuring generative models (chapter 10): FID, Inception Score, precision/recall, memorisation, speed.
+
+All feature-based metrics use the penultimate layer of one fixed network, the shipped domain
+classifier ``pretrained.load("digit_classifier")`` (``classifier.DigitClassifier``), so that every
+number in the course is comparable with every other, and none is comparable with papers that use
+Inception-v3 features. Images are ``(N, 1, 28, 28)`` tensors with values in ``[0, 1]``.
+
+    ref = reference_statistics("mnist", "test")      # cached on disk, keyed by network and data
+    fid(samples, ref)                                # Frechet distance of Gaussians fitted to features
+    inception_score(samples)                         # (mean, std) over splits
+    precision_recall(samples, reference_features("mnist", "test"), k=3)
+    images_per_s = sampling_speed(lambda n: model.sample(n), n=1000, device=device)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import nn
+
+from . import pretrained
+from .config import data_dir
+from .data import load_dataset
+
+Tensor = torch.Tensor
+CLASSIFIER = "digit_classifier"
+_CLASSIFIERS: dict[str, nn.Module] = {}  # the shipped classifier, loaded once per device
+_REFERENCES: dict[str, tuple[Tensor, str]] = {}  # reference features in memory, by cache key
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Mean ``mu`` (D,) and covariance ``cov`` (D, D), float64, of ``n`` feature vectors; their origin."""
+
+    mu: np.ndarray
+    cov: np.ndarray
+    n: int
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Predicted-class histogram: ``counts`` (C,), ``shares`` (C,) summing to 1, smallest share."""
+
+    counts: np.ndarray
+    shares: np.ndarray
+    min_share: float
+
+
+def default_classifier(device: torch.device | str = "cpu") -> nn.Module:
+    """The shipped ``digit_classifier`` on ``device`` (loaded once per device, eval mode)."""
+    key = str(torch.device(device))
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS[key] = pretrained.load(CLASSIFIER, device)
+    return _CLASSIFIERS[key]
+
+
+def check_images(images: Tensor, name: str = "images") -> Tensor:
+    """Raise a clear error unless ``images`` is a finite float tensor (N >= 1, 1, 28, 28) in [0, 1]."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 1, 28, 28), got "
+                        f"{type(images).__name__}.")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28) or images.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, 1, 28, 28) with N >= 1, got {tuple(images.shape)}.")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be floating point in [0, 1], got {images.dtype} (divide uint8 by 255).")
+    lo, hi = images.min().item(), images.max().item()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name} contain NaN or infinite values.")
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        hint = " They look like [-1, 1] (tanh): use (x + 1) / 2." if lo < -0.1 else ""
+        raise ValueError(f"{name} must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}].{hint}")
+    return images
+
+
+def _model_for(images: Tensor, classifier: nn.Module | None) -> nn.Module:
+    if classifier is None:
+        return default_classifier(images.device)
+    device = next(classifier.parameters()).device
+    if device != images.device:
+        raise ValueError(f"images are on {images.device} but the classifier is on {device}: move one "
+                         "of them (images.to(device) or classifier.to(device)).")
+    return classifier
+
+
+@torch.no_grad()
+def features(images: Tensor, classifier: nn.Module | None = None, batch_size: int = 500) -> Tensor:
+    """Penultimate-layer features phi(x) of the classifier, (N, D), float32, on the images' device."""
+    model = _model_for(check_images(images), classifier)
+    model.eval()
+    return torch.cat([model.features(images[i: i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def class_probabilities(images: Tensor, classifier: nn.Module | None = None, batch_size: int = 500) -> Tensor:
+    """p(y | x) = softmax of the classifier's logits, (N, C), float64."""
+    model = _model_for(check_images(images), classifier)
+    model.eval()
+    logits = torch.cat([model(images[i: i + batch_size]) for i in range(0, len(images), batch_size)])
+    return torch.softmax(logits.double(), dim=1)
+
+
+def statistics(feats: Tensor | np.ndarray, source: str = "") -> FeatureStats:
+    """Mean and (unbiased) covariance of feature vectors ``feats`` (N, D), in float64; needs N > D."""
+    x = _numpy(feats)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a matrix (N, D), got shape {x.shape}.")
+    n, d = x.shape
+    if n <= d:
+        raise ValueError(f"{n} samples for {d}-dimensional features: the covariance needs more samples "
+                         f"than dimensions (N > {d}); use more samples.")
+    return FeatureStats(x.mean(0), np.cov(x, rowvar=False), n, source)
+
+
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)
+
+
+def _trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """tr (S1 S2)^{1/2}: ``scipy.linalg.sqrtm``, or the symmetric eigenvalue form when that fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sqrtm warns on singular input; we check its result instead
+        root = scipy.linalg.sqrtm(cov1 @ cov2)
+    scale = max(np.trace(cov1), np.trace(cov2), 1e-300)
+    if np.all(np.isfinite(root)) and np.abs(np.imag(root)).max(initial=0.0) <= 1e-6 * scale:
+        return float(np.trace(np.real(root)))
+    # Fallback: S1 S2 is similar to the PSD matrix A = S1^{1/2} S2 S1^{1/2}, so the square roots share
+    # their eigenvalues: tr (S1 S2)^{1/2} = sum_i sqrt(lambda_i(A)), with only symmetric eigenproblems.
+    w, v = np.linalg.eigh(cov1)
+    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # S1^{1/2}
+    lam = np.linalg.eigvalsh(half @ cov2 @ half)
+    return float(np.sqrt(np.clip(lam, 0, None)).sum())
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Squared Frechet (2-Wasserstein) distance between N(mu1, S1) and N(mu2, S2), in float64.
+
+    d^2 = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr (S1 S2)^{1/2}.   mu: (D,), S: (D, D).
+    """
+    mu1, cov1, mu2, cov2 = (_numpy(a) for a in (mu1, cov1, mu2, cov2))
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    if d < 1 or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ValueError(f"need means (D,) and covariances (D, D) of one D, got {mu1.shape}, {cov1.shape}, "
+                         f"{mu2.shape}, {cov2.shape}.")
+    for name, c in (("cov1", cov1), ("cov2", cov2)):
+        if not np.allclose(c, c.T, atol=1e-8 * max(1.0, np.abs(c).max())):
+            raise ValueError(f"{name} is not symmetric: pass a covariance matrix.")
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt_product(cov1, cov2))
+
+
+def _as_stats(x, classifier: nn.Module | None) -> FeatureStats:
+    if isinstance(x, FeatureStats):
+        return x
+    if isinstance(x, torch.Tensor) and x.dim() == 2:
+        return statistics(x)
+    return statistics(features(x, classifier))
+
+
+def fid(samples, reference, classifier: nn.Module | None = None) -> float:
+    """FID = ``frechet_distance`` of the Gaussians fitted to the features of samples and reference.
+
+    Each argument: images (N, 1, 28, 28), features (N, D), or ``FeatureStats``.
+    """
+    if isinstance(samples, Tensor) and isinstance(reference, Tensor) and samples.device != reference.device:
+        raise ValueError(f"samples are on {samples.device} and reference on {reference.device}: put them "
+                         "on one device.")
+    s, r = _as_stats(samples, classifier), _as_stats(reference, classifier)
+    return frechet_distance(s.mu, s.cov, r.mu, r.cov)
+
+
+def fid_infinity(sample_feats: Tensor, reference, ns: tuple[int, ...], *, repeats: int = 1,
+                 generator: torch.Generator | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """FID at N -> infinity (Chong & Forsyth 2020): fit FID_N = FID_inf + k / N by least squares.
+
+    ``sample_feats`` (M, D) with M >= max(ns); each FID_N uses N rows drawn without replacement
+    (``repeats`` times, averaged). Returns (FID_inf, ns, FID_N for each N).
+    """
+    ref = _as_stats(reference, None)
+    if max(ns) > len(sample_feats):
+        raise ValueError(f"largest N = {max(ns)} exceeds the {len(sample_feats)} samples given.")
+    values = []
+    for n in ns:
+        runs = [fid(sample_feats[torch.randperm(len(sample_feats), generator=generator)[:n].to(
+            sample_feats.device)], ref) for _ in range(repeats)]
+        values.append(float(np.mean(runs)))
+    inv = 1.0 / np.asarray(ns, float)
+    slope, intercept = np.polyfit(inv, values, 1)
+    return float(intercept), np.asarray(ns), np.asarray(values)
+
+
+def inception_score_from_probs(probs: Tensor, splits: int = 10) -> tuple[float, float]:
+    """IS = exp( E_x KL(p(y|x) || p(y)) ), p(y) the mean of p(y|x) in each split; (mean, std) over splits."""
+    p = probs.detach().double().cpu()
+    if p.dim() != 2 or (p < 0).any() or not torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-6):
+        raise ValueError("probs must be a matrix (N, C) of probability vectors (rows sum to 1).")
+    if not isinstance(splits, int) or not 1 <= splits <= len(p):
+        raise ValueError(f"splits must be an integer in [1, N = {len(p)}], got {splits!r}.")
+    scores = []
+    for part in torch.tensor_split(p, splits):
+        marginal = part.mean(0, keepdim=True)  # p(y) over this split
+        log_ratio = part.clamp_min(1e-300).log() - marginal.clamp_min(1e-300).log()
+        kl = torch.where(part > 0, part * log_ratio, 0.0)  # 0 log 0 = 0
+        scores.append(kl.sum(1).mean().exp().item())
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def inception_score(samples: Tensor, splits: int = 10,
+                    classifier: nn.Module | None = None) -> tuple[float, float]:
+    """Inception Score of images with the domain classifier's p(y | x): (mean, std) over ``splits``."""
+    return inception_score_from_probs(class_probabilities(samples, classifier), splits)
+
+
+def _flat(x: Tensor, classifier: nn.Module | None) -> Tensor:
+    if x.dim() == 4:
+        return features(x, classifier)
+    if x.dim() != 2:
+        raise ValueError(f"expected images (N, 1, 28, 28) or features (N, D), got shape {tuple(x.shape)}.")
+    return x
+
+
+def _pairwise_min_k(a: Tensor, b: Tensor, k: int, chunk: int = 1000) -> Tensor:
+    """Distance from each row of a to its k-th nearest row of b (k = 1: nearest), (len(a),)."""
+    out = [torch.cdist(a[i: i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist")
+           .topk(k, dim=1, largest=False).values[:, -1] for i in range(0, len(a), chunk)]
+    return torch.cat(out)
+
+
+def _check_pair(a: Tensor, b: Tensor) -> None:
+    if a.device != b.device:
+        raise ValueError(f"the two sets are on different devices ({a.device} and {b.device}): move one.")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"the two sets have different shapes per item: {tuple(a.shape[1:])} and "
+                         f"{tuple(b.shape[1:])}.")
+
+
+@torch.no_grad()
+def precision_recall(samples: Tensor, reference: Tensor, k: int = 3,
+                     classifier: nn.Module | None = None) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) on classifier features.
+
+    Each set's manifold is the union of balls around its points, of radius the distance to the
+    point's k-th nearest neighbour in the same set. Precision = share of samples inside the
+    reference manifold; recall = share of reference points inside the sample manifold.
+    Inputs: images (N, 1, 28, 28) or features (N, D).
+    """
+    _check_pair(samples, reference)
+    if not isinstance(k, int) or k < 1 or k >= min(len(samples), len(reference)):
+        raise ValueError(f"k must be an integer in [1, smaller set size - 1], got {k!r}.")
+    fs, fr = _flat(samples, classifier).float(), _flat(reference, classifier).float()
+    radius_r = _pairwise_min_k(fr, fr, k + 1)  # k + 1: each point is its own nearest neighbour
+    radius_s = _pairwise_min_k(fs, fs, k + 1)
+
+    def inside(points: Tensor, centres: Tensor, radii: Tensor, chunk: int = 1000) -> float:
+        hits = [(torch.cdist(points[i: i + chunk], centres, compute_mode="donot_use_mm_for_euclid_dist")
+                 <= radii[None]).any(1) for i in range(0, len(points), chunk)]
+        return torch.cat(hits).float().mean().item()
+
+    return inside(fs, fr, radius_r), inside(fr, fs, radius_s)
+
+
+@torch.no_grad()
+def nearest_neighbour_distances(samples: Tensor, train: Tensor, chunk: int = 500) -> Tensor:
+    """Euclidean distance of each sample to its nearest training item (pixels or features), (N,).
+
+    Computed as |a|^2 + |b|^2 - 2 a.b in float32 in chunks (exact copies give about 1e-2, not 0).
+    """
+    _check_pair(samples, train)
+    a, b = samples.flatten(1).float(), train.flatten(1).float()
+    bb = (b * b).sum(1)
+    out = [((a[i: i + chunk] ** 2).sum(1, keepdim=True) + bb[None] - 2 * a[i: i + chunk] @ b.T)
+           .min(1).values.clamp_min(0).sqrt() for i in range(0, len(a), chunk)]
+    return torch.cat(out)
+
+
+def memorisation_ratio(samples: Tensor, train: Tensor, held_out: Tensor) -> float:
+    """median NN distance of samples to train / the same for held-out real images (1: fine, 0: copies)."""
+    return float(nearest_neighbour_distances(samples, train).median()
+                 / nearest_neighbour_distances(held_out, train).median())
+
+
+def class_coverage(samples: Tensor, classifier: nn.Module | None = None) -> Coverage:
+    """Histogram of the classifier's predicted classes; a mode-collapsed model has a small min_share."""
+    probs = class_probabilities(samples, classifier)
+    counts = np.bincount(probs.argmax(1).numpy(), minlength=probs.shape[1])
+    shares = counts / counts.sum()
+    return Coverage(counts, shares, float(shares.min()))
+
+
+def sampling_speed(sample_fn: Callable[[int], Tensor], n: int, device: torch.device | str, *,
+                   warmup: int | None = None, return_samples: bool = False):
+    """Images per second of ``sample_fn(n)`` on ``device``: n / wall time, warm-up call excluded.
+
+    ``sample_fn(m)`` must return m images. A first call with ``warmup`` images (default min(n, 16))
+    is not timed; CUDA is synchronised before and after the timed call. With ``return_samples``,
+    returns (images per second, samples).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    device = torch.device(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    sample_fn(warmup if warmup is not None else min(n, 16))
+    sync()
+    start = time.perf_counter()
+    out = sample_fn(n)
+    sync()
+    seconds = time.perf_counter() - start
+    if len(out) != n:
+        raise ValueError(f"sample_fn({n}) returned {len(out)} items, expected {n}.")
+    speed = n / seconds
+    return (speed, out) if return_samples else speed
+
+
+def _sha(t: Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def reference_features(name: str = "mnist", split: str = "test", *, classifier: nn.Module | None = None,
+                       root=None, limit: int | None = None, device: torch.device | str = "cpu",
+                       download: bool = True) -> tuple[Tensor, str]:
+    """Classifier features (N, D) of a real data split and a description of it, computed once.
+
+    Cached in memory and on disk (``<COURSE_DATA_DIR>/metrics/``), keyed by a SHA-256 of the
+    classifier's weights and of the images, so a new network or new data never reuses stale numbers.
+    """
+    data = load_dataset(name, split, device=device, root=root, limit=limit, download=download, verbose=False)
+    model = _model_for(data.images, classifier)
+    weights = torch.cat([p.flatten().cpu() for p in model.state_dict().values() if p.is_floating_point()])
+    key = f"{name}-{split}-{_sha(weights)}-{_sha((data.images * 255).round().to(torch.uint8))}"
+    if key not in _REFERENCES:
+        file = data_dir() / "metrics" / f"{key}.pt"
+        if file.exists():
+            _REFERENCES[key] = (torch.load(file, weights_only=True), data.source)
+        else:
+            feats = features(data.images, model).cpu()
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_name(file.name + ".tmp")
+                torch.save(feats, tmp)
+                tmp.replace(file)
+            except OSError:  # a read-only data folder: keep the features in memory only
+                pass
+            _REFERENCES[key] = (feats, data.source)
+    feats, source = _REFERENCES[key]
+    return feats.to(device), f"{name} {split}: {source}"
+
+
+def reference_statistics(name: str = "mnist", split: str = "test", **kwargs) -> FeatureStats:
+    """``statistics`` of ``reference_features(name, split, **kwargs)``, with its source."""
+    feats, source = reference_features(name, split, **kwargs)
+    return statistics(feats, source)
