@@ -103,6 +103,80 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "max_steps": 8_000, "checkpoint_every": 500, "monitor_every": 100, "n_monitor": 1_000,
                  "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
     },
+    "06_gan": {
+        # toy_*: the 2-D GANs (MLP G and D): toy_n training points, toy_steps generator steps of
+        # toy_batch points each with Adam(toy_lr, betas (0.5, 0.999)); n_seeds: seeds of the
+        # mode-coverage table; n_coverage: samples scored by gan.mode_coverage; n_1d / d1_steps:
+        # samples and Adam steps of the discriminator trained towards D* on two 1-D Gaussians;
+        # mlp_steps / dcgan_steps / cdcgan_steps: generator steps of the MNIST MLP GAN, the DCGAN and
+        # the conditional DCGAN when they are trained in the lab (on a GPU; the shipped checkpoints
+        # use the full values: 64, 19 and 22 epochs of the 5,000 offline digits, as much as the
+        # shared CPU allowed), batch_size / lr: digits per step and
+        # Adam's rate (betas (0.5, 0.999), as pytorch/examples' dcgan); demo_steps: the short run a
+        # CPU does before loading the shipped checkpoint; n_snapshots: sample grids over training;
+        # checkpoint_every: steps between checkpoints; n_fid: samples per FID (against the test split)
+        "fast": {"toy_n": 5_000, "toy_steps": 200, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 2,
+                 "n_coverage": 1_000, "n_1d": 2_000, "d1_steps": 150, "mlp_steps": 40, "dcgan_steps": 40,
+                 "cdcgan_steps": 40,
+                 "batch_size": 64, "lr": 2e-4, "demo_steps": 10, "n_snapshots": 2,
+                 "checkpoint_every": 20, "n_fid": 500},
+        "full": {"toy_n": 50_000, "toy_steps": 2_000, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 4,
+                 "n_coverage": 2_500, "n_1d": 20_000, "d1_steps": 2_000, "mlp_steps": 5_000,
+                 "dcgan_steps": 1_500, "cdcgan_steps": 1_750,
+                 "batch_size": 64, "lr": 2e-4, "demo_steps": 200, "n_snapshots": 4,
+                 "checkpoint_every": 500, "n_fid": 10_000},
+    },
+    "07_wgan": {
+        # n_theta: values of theta in the parallel-lines plot; n_1d / d1_steps: samples of the two
+        # 1-D distributions and critic steps of the dual fit; toy_n / toy_steps / toy_batch: 2-D
+        # training points, generator steps (each WGAN step has n_critic = 5 critic steps) and points
+        # per batch of every toy run; toy_lr: learning rate of all toy runs; n_seeds: seeds of the
+        # mode-coverage table; n_coverage: samples scored by gan.mode_coverage; n_w1: points of the
+        # exact sample W1 monitored every monitor_every steps; mnist_steps / batch_size: generator
+        # steps and digits per step of the MNIST WGANs (trained in the lab on a GPU; the shipped
+        # checkpoints use the full values); demo_steps: the short run a CPU does before loading
+        # the checkpoints; checkpoint_every: steps between checkpoints; n_fid: samples per FID
+        "fast": {"n_theta": 61, "n_1d": 1_000, "d1_steps": 80, "toy_n": 5_000, "toy_steps": 30,
+                 "toy_batch": 128, "toy_lr": 1e-3, "n_seeds": 1, "n_coverage": 1_000, "n_w1": 200,
+                 "monitor_every": 10, "mnist_steps": 10, "batch_size": 64, "demo_steps": 3,
+                 "checkpoint_every": 50, "n_fid": 500},
+        "full": {"n_theta": 401, "n_1d": 20_000, "d1_steps": 1_000, "toy_n": 50_000, "toy_steps": 400,
+                 "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 3, "n_coverage": 2_500, "n_w1": 1_000,
+                 "monitor_every": 25, "mnist_steps": 700, "batch_size": 64, "demo_steps": 20,
+                 "checkpoint_every": 100, "n_fid": 10_000},
+    },
+    "08_diffusion": {
+        # toy_n / toy_T / toy_steps / toy_batch / toy_lr: two-moons points, diffusion steps of the
+        # 2-D schedule, Adam steps, points per step and learning rate of the MLP denoiser;
+        # n_toy_samples: points sampled from it; n_gauss: samples of the Gaussian-data check;
+        # unet_steps: U-Net steps when training from scratch (full profile on a GPU); demo_steps:
+        # the short run on a CPU before the shipped checkpoint is loaded; batch_size / lr: digits
+        # per step and Adam's learning rate; checkpoint_every: steps between checkpoints;
+        # ddim_steps: DDIM step counts compared; n_eval: images per DDIM setting (grids, FID, IS);
+        # n_ddpm: images sampled with 1000-step DDPM (also the N of the FID compared across all
+        # rows); n_traj: digits in the trajectory figure
+        "fast": {"toy_n": 4_000, "toy_T": 100, "toy_steps": 400, "toy_batch": 256, "toy_lr": 2e-3,
+                 "n_toy_samples": 1_000, "n_gauss": 5_000, "unet_steps": 20, "demo_steps": 5,
+                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100, "ddim_steps": (10, 20),
+                 "n_eval": 70, "n_ddpm": 1, "n_traj": 4},
+        "full": {"toy_n": 20_000, "toy_T": 100, "toy_steps": 4_000, "toy_batch": 512, "toy_lr": 2e-3,
+                 "n_toy_samples": 2_000, "n_gauss": 20_000, "unet_steps": 8_000, "demo_steps": 150,
+                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500, "ddim_steps": (10, 20, 50, 100),
+                 "n_eval": 300, "n_ddpm": 80, "n_traj": 8},
+    },
+    "10_evaluation": {
+        # n_table: samples per row of the comparison table (the same N for every row that can
+        # afford it); max_evaluations: network evaluations one row may spend (a sampler needing
+        # `evaluations` per image gets min(n_table, max_evaluations // evaluations) samples, with
+        # its 1/N-corrected FID reported; below n_min samples only its speed is measured, on
+        # n_speed images after one warm-up image, if that fits in max_evaluations); ns: sample
+        # sizes of the FID-against-1/N fits; n_pitfall: images of the blur / noise / memorisation
+        # experiments; repeats: subsets averaged per N
+        "fast": {"n_table": 300, "max_evaluations": 1_000, "n_min": 200, "n_speed": 2,
+                 "ns": (100, 150, 200, 300), "n_pitfall": 300, "repeats": 1},
+        "full": {"n_table": 5_000, "max_evaluations": 10_000, "n_min": 200, "n_speed": 4,
+                 "ns": (250, 500, 1_000, 2_000, 5_000), "n_pitfall": 5_000, "repeats": 3},
+    },
 }
 
 

@@ -104,10 +104,11 @@ def gaussian_recon_loss(x_mean: Tensor, x: Tensor, logvar: Tensor | float = 0.0)
 
 
 def elbo(model, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
-    """Monte Carlo ELBO of each image, (B,): mean over samples of log p(x|z) - KL(q(z|x) || p(z)).
+    """Monte Carlo estimate of ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) for each image, (B,).
 
-    The expected log-likelihood uses ``n_samples`` reparameterised draws z ~ q(z|x); the KL term is
-    in closed form. ELBO <= log p(x).
+    The expected log-likelihood is averaged over ``n_samples`` reparameterised draws z ~ q(z|x); the
+    KL term is in closed form. Unbiased for the ELBO, which is <= log p(x). The model comes first, as
+    the variational distribution does in ``vi.elbo(q, x)``.
     """
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
@@ -143,15 +144,24 @@ def log_importance_weights(model, x: Tensor, k: int, generator: torch.Generator 
     return torch.cat(out)
 
 
-def iwae_log_likelihood(model, x: Tensor, k: int, generator: torch.Generator | None = None,
-                        max_decodes: int = 2**15) -> Tensor:
-    """Importance-weighted estimate of log p(x) for each image, (B,) in float64.
+def iwae_bound(model, x: Tensor, k: int, generator: torch.Generator | None = None,
+               max_decodes: int = 2**15) -> Tensor:
+    """One random estimate of the IWAE bound L_k of each image, (B,) in float64.
 
-    L_k = log (1/k) sum_{s=1}^k w_s = logsumexp_s(log w_s) - log k (Burda et al., 2016).
-    E[L_1] = ELBO <= E[L_k] <= E[L_{k+1}] <= log p(x), and L_k -> log p(x) as k grows.
+    Returns log (1/k) sum_{s=1}^k w_s = logsumexp_s(log w_s) - log k for k fresh draws z_s ~ q(z|x)
+    (``log_importance_weights``). Its expectation is the bound of Burda et al. (2016),
+    L_k = E[log (1/k) sum_s w_s], with ELBO = L_1 <= L_k <= L_{k+1} <= log p(x). The estimate is random:
+    it is unbiased for L_k (not for log p(x)), and one draw can land above L_k, even above log p(x).
+    Average many estimates (or many images) before comparing it with a bound.
     """
     log_w = log_importance_weights(model, x, k, generator, max_decodes).double()  # (k, B)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+def iwae_log_likelihood(model, x: Tensor, k: int, generator: torch.Generator | None = None,
+                        max_decodes: int = 2**15) -> Tensor:
+    """The old name of ``iwae_bound`` (it estimates L_k, not log p(x)); kept for older code."""
+    return iwae_bound(model, x, k, generator, max_decodes)
 
 
 @torch.no_grad()
@@ -160,8 +170,8 @@ def evaluate(model, x: Tensor, k: int = 1000, batch_size: int = 100,
     """Held-out numbers in nats per image, averaged over ``x`` (already binarised).
 
     Returns ``neg_elbo`` (-ELBO, one sample, closed-form KL), ``recon`` and ``kl`` (its two terms)
-    and ``iwae_nll`` (-L_k, the importance-weighted estimate of -log p(x)); iwae_nll <= neg_elbo
-    on average.
+    and ``iwae_nll`` (minus the average of one ``iwae_bound`` estimate of L_k per image, an upper
+    bound on -log p(x) in expectation); iwae_nll <= neg_elbo on average.
     """
     totals = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0, "iwae_nll": 0.0}
     for start in range(0, x.shape[0], batch_size):
@@ -172,7 +182,7 @@ def evaluate(model, x: Tensor, k: int = 1000, batch_size: int = 100,
         kl = kl_to_prior(mu, logvar)
         totals["recon"] -= rec.double().sum().item()
         totals["kl"] += kl.double().sum().item()
-        totals["iwae_nll"] -= iwae_log_likelihood(model, xb, k, generator).sum().item()
+        totals["iwae_nll"] -= iwae_bound(model, xb, k, generator).sum().item()
     totals["neg_elbo"] = totals["recon"] + totals["kl"]
     return {name: value / x.shape[0] for name, value in totals.items()}
 
@@ -188,7 +198,7 @@ def log_likelihood_quadrature(model, x: Tensor, n_points: int = 2001, limit: flo
     d = model.config.latent_dim
     if d not in (1, 2):
         raise ValueError(f"quadrature needs latent_dim 1 or 2, this model has {d}; use "
-                         "iwae_log_likelihood instead.")
+                         "iwae_bound (an estimate of a lower bound on log p(x)) instead.")
     h = 2 * limit / n_points
     nodes = torch.linspace(-limit + h / 2, limit - h / 2, n_points, dtype=torch.float64)
     grid = nodes[:, None] if d == 1 else torch.cartesian_prod(nodes, nodes)  # (M, d)

@@ -8,6 +8,7 @@ dimension (leading dimensions are a batch), and ``0 log 0 = 0``. Invalid distrib
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import train
+from .probability import log_mixture
 
 Tensor = torch.Tensor
 
@@ -99,6 +101,41 @@ def entropy(p, base: float | None = None) -> Tensor:
     p = check_distribution(p)
     # -sum_k p_k log p_k  (xlogy(0, 0) = 0)
     return _in_base(-torch.xlogy(p, p).sum(-1), base)
+
+
+def huffman_code_lengths(p) -> Tensor:
+    """Code lengths in bits of an optimal (Huffman) prefix code for a distribution ``p`` ``(K,)``.
+
+    Huffman's algorithm repeatedly merges the two least probable groups; each merge adds one bit to
+    every symbol in them. The average length L = sum_x p(x) l(x) is the smallest of any uniquely
+    decodable binary code, and H(p) <= L < H(p) + 1 bits (Cover & Thomas, Theorem 5.4.1, 5.8.1).
+    """
+    p = check_distribution(p)
+    if p.dim() != 1:
+        raise ValueError(f"need one distribution of shape (K,), got shape {tuple(p.shape)}.")
+    lengths = [0] * p.shape[0]
+    heap = [(prob, i, [i]) for i, prob in enumerate(p.tolist())]  # (mass, tie-breaker, symbols)
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        m1, i1, s1 = heapq.heappop(heap)
+        m2, _, s2 = heapq.heappop(heap)
+        for i in s1 + s2:  # one more bit for every symbol under the merged node
+            lengths[i] += 1
+        heapq.heappush(heap, (m1 + m2, i1, s1 + s2))
+    return torch.tensor(lengths, dtype=p.dtype)
+
+
+def block_distribution(p, n: int) -> Tensor:
+    """Distribution of n independent symbols from ``p`` ``(K,)``, as a vector ``(K^n,)`` (first symbol
+    slowest): p(x_1, ..., x_n) = p(x_1) ... p(x_n)."""
+    p = check_distribution(p)
+    if p.dim() != 1 or not isinstance(n, int) or n < 1:
+        raise ValueError(f"need one distribution p of shape (K,) and a block length n >= 1; got shape "
+                         f"{tuple(p.shape)} and n={n!r}.")
+    block = p
+    for _ in range(n - 1):
+        block = torch.outer(block, p).reshape(-1)  # p(x_1..x_m) p(x_{m+1})
+    return block
 
 
 def cross_entropy(p, q, base: float | None = None) -> Tensor:
@@ -205,7 +242,7 @@ def mixture_log_prob(x: Tensor, weights, means, stds) -> Tensor:
     w, m, s = _check_mixture(weights, means, stds)
     x = torch.as_tensor(x, dtype=torch.float64).unsqueeze(-1)  # (..., 1) against (K,)
     # log sum_k w_k N(x; m_k, s_k^2), computed with logsumexp
-    return torch.logsumexp(w.log() + gaussian_log_prob(x, m, 2 * s.log()), dim=-1)
+    return log_mixture(w, gaussian_log_prob(x, m, 2 * s.log()))
 
 
 def mixture_sample(n: int, weights, means, stds, generator: torch.Generator | None = None) -> Tensor:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from .probability import log_mixture
+
 Tensor = torch.Tensor
 
 
@@ -237,7 +239,7 @@ def langevin_sample(score: Callable[[Tensor], Tensor], x0, n_steps: int, step_si
 def gaussian_mixture_log_prob(x: Tensor, means: Tensor, stds, weights: Tensor) -> Tensor:
     """log p(x) for p = sum_k w_k N(mu_k, s_k^2 I). x (..., D), means (K, D), stds float or (K,),
     weights (K,) summing to 1. Returns (...)."""
-    return torch.logsumexp(_component_log_terms(x, means, stds, weights), dim=-1)
+    return log_mixture(weights, _component_log_densities(x, means, stds, weights))
 
 
 def gaussian_mixture_score(x: Tensor, means: Tensor, stds, weights: Tensor) -> Tensor:
@@ -247,15 +249,20 @@ def gaussian_mixture_score(x: Tensor, means: Tensor, stds, weights: Tensor) -> T
     return ((r / var)[..., None] * (means.to(x.dtype) - x[..., None, :])).sum(dim=-2)
 
 
-def _component_log_terms(x: Tensor, means: Tensor, stds, weights: Tensor) -> Tensor:
+def _component_log_densities(x: Tensor, means: Tensor, stds, weights: Tensor) -> Tensor:
+    """log N(x; mu_k, s_k^2 I) for every component k: (..., K)."""
     means, weights = means.to(x.dtype), torch.as_tensor(weights, dtype=x.dtype)
     if means.dim() != 2 or x.shape[-1] != means.shape[1] or weights.shape != means.shape[:1]:
         raise ValueError(f"Need x (..., D), means (K, D), weights (K,); got {tuple(x.shape)}, "
                          f"{tuple(means.shape)}, {tuple(weights.shape)}.")
     var = torch.as_tensor(stds, dtype=x.dtype).expand(means.shape[0]) ** 2  # (K,)
     sq = ((x[..., None, :] - means) ** 2).sum(-1)  # (..., K)
-    # log w_k + log N(x; mu_k, s_k^2 I)
-    return weights.log() - sq / (2 * var) - 0.5 * means.shape[1] * torch.log(2 * math.pi * var)
+    return -sq / (2 * var) - 0.5 * means.shape[1] * torch.log(2 * math.pi * var)
+
+
+def _component_log_terms(x: Tensor, means: Tensor, stds, weights: Tensor) -> Tensor:
+    # log w_k + log N(x; mu_k, s_k^2 I): the log-posterior of component k up to a constant, (..., K)
+    return torch.as_tensor(weights, dtype=x.dtype).log() + _component_log_densities(x, means, stds, weights)
 
 
 def _check_betas(betas) -> Tensor:

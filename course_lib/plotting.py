@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torchvision
 from matplotlib.axes import Axes
 
 
@@ -23,7 +24,13 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2,
               pad_value: float = 1.0) -> np.ndarray:
-    """Tile images ``(N, C, H, W)`` or ``(N, H, W)`` into one ``(rows*H', nrow*W', C)`` array."""
+    """Tile images ``(N, C, H, W)`` or ``(N, H, W)`` into one ``(rows*H', nrow*W', C)`` array for imshow.
+
+    ``nrow`` images per row (default: about sqrt(N)), rows = ceil(N / nrow), H' = H + ``padding``,
+    W' = W + ``padding`` (plus one more ``padding`` at the bottom and the right edge); values are clipped
+    to [0, 1]. The tiling is ``torchvision.utils.make_grid``'s; this wrapper checks the shapes and
+    returns channels last, keeping one channel for grey images (torchvision repeats it three times).
+    """
     if not isinstance(images, torch.Tensor):
         images = torch.as_tensor(np.asarray(images))
     if images.dim() == 3:
@@ -31,19 +38,13 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2,
     if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
         raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W) with C in (1, 3) "
                          f"and N > 0; got {tuple(images.shape)}.")
-    n, c, h, w = images.shape
+    n, c = images.shape[:2]
     nrow = nrow or math.ceil(math.sqrt(n))
     if nrow <= 0:
         raise ValueError(f"nrow must be positive, got {nrow}.")
-    rows = math.ceil(n / nrow)
-    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value,
-                   dtype=np.float32)
-    array = images.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-    for k in range(n):
-        r, col = divmod(k, nrow)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[top: top + h, left: left + w] = array[k]
-    return grid
+    grid = torchvision.utils.make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow,
+                                       padding=padding, pad_value=pad_value)  # (3, H, W)
+    return grid[:c].permute(1, 2, 0).numpy()  # (H, W, C)
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, title: str | None = None,
@@ -116,8 +117,11 @@ def scatter_2d(points: torch.Tensor, labels: torch.Tensor | None = None, ax: Axe
 
 def density_2d(log_density: Callable[[torch.Tensor], torch.Tensor], xlim: tuple[float, float],
                ylim: tuple[float, float], n: int = 200, ax: Axes | None = None,
-               title: str | None = None, filled: bool = True) -> Axes:
-    """Contour plot of ``exp(log_density(xy))`` on a grid; ``log_density`` maps (M, 2) -> (M,)."""
+               title: str | None = None, filled: bool = True, colorbar: bool = True) -> Axes:
+    """Contour plot of ``exp(log_density(xy))`` on a grid; ``log_density`` maps (M, 2) -> (M,).
+
+    With ``colorbar`` (the default) a colour bar beside the axes says which density each colour is.
+    """
     if xlim[0] >= xlim[1] or ylim[0] >= ylim[1]:
         raise ValueError(f"xlim and ylim must be increasing pairs, got {xlim}, {ylim}.")
     xs = torch.linspace(*xlim, n, dtype=torch.float64)
@@ -126,8 +130,10 @@ def density_2d(log_density: Callable[[torch.Tensor], torch.Tensor], xlim: tuple[
     with torch.no_grad():
         logp = log_density(torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1))
     z = torch.as_tensor(logp).detach().cpu().double().reshape(n, n).exp().numpy()
-    ax = _axes(ax, (4.5, 4.5))
-    (ax.contourf if filled else ax.contour)(gx.numpy(), gy.numpy(), z, levels=20, cmap="viridis")
+    ax = _axes(ax, (5.2, 4.5) if colorbar else (4.5, 4.5))
+    contours = (ax.contourf if filled else ax.contour)(gx.numpy(), gy.numpy(), z, levels=20, cmap="viridis")
+    if colorbar:
+        ax.figure.colorbar(contours, ax=ax, label="density", shrink=0.85)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_aspect("equal")

@@ -1,6 +1,7 @@
-"""Probability for generative modelling (chapter 1): maximum likelihood, Bayes' rule, discrete
-Bayesian networks (ancestral sampling, exact inference), Gaussian mixtures fitted by EM, and a
-tiny autoregressive model over binary pixels.
+"""Probability for generative modelling (chapter 1): maximum likelihood, Bayes' rule, the primer's
+Gaussian conditionals and Monte Carlo estimates with standard errors, discrete Bayesian networks
+(ancestral sampling, exact inference), Gaussian mixtures fitted by EM, and a tiny autoregressive
+model over binary pixels.
 
 Conventions: natural logarithms; discrete variables take values ``0, ..., K-1``; probabilities
 along the *last* dimension of a table sum to one; randomness comes from an explicit ``generator``.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +79,109 @@ def _check_table(table, name: str) -> Tensor:
         raise ValueError(f"{name} must hold non-negative probabilities that sum to one along its last "
                          f"dimension; got {table.tolist()}. Normalise it with t / t.sum(-1, keepdim=True).")
     return table
+
+
+# --- expectations, Gaussians and Monte Carlo (the primer) --------------------------------------
+
+def _check_gaussian(mean, cov) -> tuple[Tensor, Tensor]:
+    mean, cov = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(cov, dtype=torch.float64)
+    d = mean.shape[-1] if mean.dim() == 1 else -1
+    if mean.dim() != 1 or cov.shape != (d, d) or not torch.allclose(cov, cov.T):
+        raise ValueError(f"need a mean of shape (D,) and a symmetric covariance of shape (D, D); got "
+                         f"{tuple(mean.shape)} and {tuple(cov.shape)}.")
+    if torch.linalg.cholesky_ex(cov).info != 0:
+        raise ValueError("the covariance must be positive definite (all eigenvalues > 0); got eigenvalues "
+                         f"{torch.linalg.eigvalsh(cov).tolist()}.")
+    return mean, cov
+
+
+def mvn_sample(n: int, mean, cov, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` draws of N(mu, Sigma) as x = mu + L eps, eps ~ N(0, I), with Sigma = L L^T (Cholesky).
+
+    ``mean`` ``(D,)``, ``cov`` ``(D, D)`` positive definite; returns ``(n, D)`` in float64.
+    """
+    mean, cov = _check_gaussian(mean, cov)
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive integer number of samples, got {n!r}.")
+    eps = torch.randn(n, mean.shape[0], dtype=torch.float64, generator=generator)
+    return mean + eps @ torch.linalg.cholesky(cov).T  # (n, D): row i is mu + L eps_i
+
+
+def gaussian_conditional(mean, cov, idx, value) -> tuple[Tensor, Tensor]:
+    """Conditional of a Gaussian x ~ N(mu, Sigma) given x_b = value, where b = ``idx``, a = the rest:
+
+    mu_{a|b} = mu_a + Sigma_ab Sigma_bb^{-1} (value - mu_b),
+    Sigma_{a|b} = Sigma_aa - Sigma_ab Sigma_bb^{-1} Sigma_ba (the Schur complement of Sigma_bb).
+
+    ``mean`` ``(D,)``, ``cov`` ``(D, D)``, ``idx`` a list of observed coordinates, ``value`` ``(len(idx),)``.
+    Returns the mean ``(D - len(idx),)`` and covariance of the unobserved coordinates, in increasing order.
+    """
+    mean, cov = _check_gaussian(mean, cov)
+    d = mean.shape[0]
+    b = [int(i) for i in idx]
+    if not b or len(set(b)) != len(b) or any(not 0 <= i < d for i in b) or len(b) == d:
+        raise ValueError(f"idx must list distinct observed coordinates in [0, {d}), at least one and not all "
+                         f"of them; got {list(idx)}.")
+    value = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    if value.shape != (len(b),):
+        raise ValueError(f"value must hold one number per observed coordinate ({len(b)}); got "
+                         f"{value.tolist()}.")
+    a = [i for i in range(d) if i not in b]
+    s_ab, s_bb = cov[a][:, b], cov[b][:, b]
+    gain = torch.linalg.solve(s_bb, s_ab.T).T  # Sigma_ab Sigma_bb^{-1}, (|a|, |b|)
+    cond_mean = mean[a] + gain @ (value - mean[b])
+    cond_cov = cov[a][:, a] - gain @ s_ab.T
+    return cond_mean, (cond_cov + cond_cov.T) / 2  # symmetrise away rounding
+
+
+def monte_carlo_mean(f: Callable[[Tensor], Tensor], sampler: Callable[..., Tensor], n: int,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Monte Carlo estimate of E[f(X)] and its standard error from ``n`` i.i.d. draws
+    X_1, ..., X_n = sampler(n, generator):
+
+    mu_hat = (1/n) sum_i f(X_i),   se = s / sqrt(n),   s^2 = sum_i (f(X_i) - mu_hat)^2 / (n - 1).
+
+    ``f`` maps the samples to values of shape ``(n,)`` or ``(n, ...)``; both results have shape ``(...)``.
+    mu_hat +- 1.96 se is an approximate 95% confidence interval (central limit theorem).
+    """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (a standard error needs two draws), got {n!r}.")
+    values = torch.as_tensor(f(sampler(n, generator)), dtype=torch.float64)
+    if values.dim() == 0 or values.shape[0] != n:
+        raise ValueError(f"f must return one value per draw, shape ({n}, ...); got {tuple(values.shape)}.")
+    return values.mean(0), values.std(0) / math.sqrt(n)  # std uses n - 1
+
+
+def sticky_bernoulli(n_chains: int, n: int, theta: float, lam: float,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Dependent 0/1 draws with P(x_t = 1) = theta: x_1 ~ Bernoulli(theta), then x_{t+1} = x_t with
+    probability lambda, else a fresh Bernoulli(theta). This two-state Markov chain is stationary, with
+    Cov(x_t, x_{t+k}) = lambda^k theta (1 - theta). Returns ``(n_chains, n)`` float64."""
+    if not (0 < theta < 1 and 0 <= lam < 1) or n_chains <= 0 or n <= 0:
+        raise ValueError(f"need 0 < theta < 1, 0 <= lam < 1 and positive sizes; got theta={theta}, "
+                         f"lam={lam}, n_chains={n_chains}, n={n}.")
+    fresh = torch.bernoulli(torch.full((n_chains, n), theta, dtype=torch.float64), generator=generator)
+    keep = torch.rand(n_chains, n, dtype=torch.float64, generator=generator) < lam
+    x = fresh.clone()
+    for t in range(1, n):  # x_t = x_{t-1} where the chain sticks, else the fresh draw
+        x[:, t] = torch.where(keep[:, t], x[:, t - 1], fresh[:, t])
+    return x
+
+
+def variance_inflation(lam: float, n: int | None = None) -> float:
+    """Var(mean of n draws) / (sigma^2 / n) for a stationary sequence with correlation lambda^k at lag k:
+
+    1 + 2 sum_{k=1}^{n-1} (1 - k/n) lambda^k, which tends to (1 + lambda) / (1 - lambda) as n -> infinity
+    (``n=None``). The effective sample size is n divided by this factor.
+    """
+    if not -1 < lam < 1:
+        raise ValueError(f"the lag-one correlation lambda must lie in (-1, 1), got {lam}.")
+    if n is None:
+        return (1 + lam) / (1 - lam)
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    k = torch.arange(1, n, dtype=torch.float64)
+    return 1 + 2 * float(((1 - k / n) * lam**k).sum())
 
 
 # --- discrete Bayesian networks -----------------------------------------------------------------
@@ -232,10 +337,34 @@ def mvn_log_prob(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
     return -0.5 * (x.shape[1] * math.log(2 * math.pi) + log_det + white.pow(2).sum(-1))
 
 
+def log_mixture(weights: Tensor, log_components: Tensor) -> Tensor:
+    """log p(x) = log sum_k pi_k p_k(x) of a mixture, from its components' log-densities log p_k(x):
+
+    logsumexp_k (log pi_k + log p_k(x)), which never exponentiates a log-density (far from every
+    component, p_k(x) underflows to 0 and the naive log of the sum to -inf). ``weights`` ``(K,)``
+    are the mixing weights pi_k (non-negative, summing to one), ``log_components`` ``(..., K)``
+    holds log p_k(x) in its last dimension; returns ``(...)``. Every mixture density of the course
+    is this with its own components: ``gmm_log_prob`` (full covariances), ``info.mixture_log_prob``
+    (1-D) and ``markov.gaussian_mixture_log_prob`` (isotropic).
+    """
+    given = torch.as_tensor(weights)
+    low = (torch.float16, torch.bfloat16, torch.float32)
+    # the sum is checked to the precision the weights were given in (float32 0.3 + 0.3 + 0.4 is
+    # 1 + 2e-8 once cast to float64)
+    tol = 1e-5 if given.dtype in low or log_components.dtype in low else 1e-9
+    weights = given.to(dtype=log_components.dtype, device=log_components.device)
+    if weights.dim() != 1 or log_components.shape[-1:] != weights.shape:
+        raise ValueError(f"need weights (K,) and log_components (..., K); got {tuple(weights.shape)} and "
+                         f"{tuple(log_components.shape)}.")
+    if (weights < 0).any() or abs(weights.sum().item() - 1) > tol:
+        raise ValueError(f"the mixing weights must be non-negative and sum to 1; got {weights.tolist()}.")
+    return torch.logsumexp(weights.log() + log_components, dim=-1)
+
+
 def gmm_log_prob(x: Tensor, weights: Tensor, means: Tensor, covs: Tensor) -> Tensor:
     """log p(x) = log sum_k pi_k N(x; mu_k, Sigma_k) for ``x`` ``(N, D)``, ``weights`` ``(K,)``,
     ``means`` ``(K, D)``, ``covs`` ``(K, D, D)``; returns ``(N,)``."""
-    return torch.logsumexp(weights.log() + mvn_log_prob(x, means, covs), dim=1)
+    return log_mixture(weights, mvn_log_prob(x, means, covs))  # mvn_log_prob: (N, K)
 
 
 def gmm_sample(n: int, weights: Tensor, means: Tensor, covs: Tensor,

@@ -34,6 +34,18 @@ def grid_mixture(n: int, side: int = 5, spacing: float = 1.0, std: float = 0.05,
     return centres + std * torch.randn(n, 2, generator=generator)
 
 
+def ring_centers(n_modes: int = 8, radius: float = 2.0) -> torch.Tensor:
+    """The means mu_k = radius (cos, sin)(2 pi k / K) of ``ring_mixture``'s components, (K, 2)."""
+    angle = 2 * math.pi * torch.arange(n_modes) / n_modes
+    return radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def grid_centers(side: int = 5, spacing: float = 1.0) -> torch.Tensor:
+    """The means of ``grid_mixture``'s ``side**2`` components, (side**2, 2), in its order of k."""
+    k, offset = torch.arange(side * side), (side - 1) / 2
+    return spacing * torch.stack([k // side - offset, k % side - offset], dim=1).float()
+
+
 def two_moons(n: int, noise: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
     """Two interleaved half circles (upper one centred at 0, lower at (1, 0.5)), plus noise."""
     _check(n, noise)

@@ -161,26 +161,36 @@ class PositiveNormal:
 
 # --- the evidence lower bound ---------------------------------------------------------------------
 
-def log_weights(x: Tensor, q, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+def _check_q(q) -> None:
+    if not (hasattr(q, "rsample") and hasattr(q, "log_prob")):
+        raise TypeError(f"q must be a variational distribution with rsample and log_prob (such as "
+                        f"PositiveNormal), got {type(q).__name__}. The order is (q, x, ...): q first.")
+
+
+def log_weights(q, x: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
     """log p(x, z_s) - log q(z_s) for n_samples reparameterised draws z_s ~ q; shape (n_samples, ...)."""
+    _check_q(q)
     _check_positive_int(n_samples, "n_samples")
     z = q.rsample(n_samples, generator)  # (S, ...)
     return log_joint(x, z) - q.log_prob(z)
 
 
-def elbo(x: Tensor, q, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
-    """Monte Carlo ELBO(q) = E_q[log p(x, z) - log q(z)] <= log p(x), averaged over n_samples draws.
+def elbo(q, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    """Monte Carlo estimate of ELBO(q) = E_q[log p(x, z) - log q(z)] <= log p(x): the mean of
+    ``log_weights`` over n_samples draws, unbiased for the ELBO.
 
-    Differentiable in q's parameters (reparameterisation); shape (...) of x and q.
+    Differentiable in q's parameters (reparameterisation); shape (...) of x and q. The distribution
+    comes first, as the model does in ``elbo.elbo(model, x)`` of chapter 5.
     """
-    return log_weights(x, q, n_samples, generator).mean(0)
+    return log_weights(q, x, n_samples, generator).mean(0)
 
 
-def elbo_quadrature(x: Tensor, q: PositiveNormal, n_nodes: int = 2001) -> Tensor:
+def elbo_quadrature(q: PositiveNormal, x: Tensor, n_nodes: int = 2001) -> Tensor:
     """ELBO(q) by quadrature (no Monte Carlo noise): E_q[log p(x, z) - log q(z)]; shape (...).
 
-    log p(x) - elbo_quadrature(x, q) is the gap KL(q || p(z|x)).
+    log p(x) - elbo_quadrature(q, x) is the gap KL(q || p(z|x)).
     """
+    _check_q(q)
     return q.expectation(lambda z: log_joint(x, z) - q.log_prob(z), n_nodes)
 
 
@@ -216,13 +226,13 @@ def fit_variational(x: Tensor, steps: int = 1000, lr: float = 0.05, n_samples: i
 
     def step(i: int) -> dict[str, float]:
         q = family(mu, logvar)
-        value = elbo(x, q, n_samples, generator)  # (...)
+        value = elbo(q, x, n_samples, generator)  # (...)
         opt.zero_grad()
         (-value.sum()).backward()  # gradient ascent on every ELBO
         metrics = {"elbo": value.mean().item()}
         if isinstance(q, PositiveNormal):
             with torch.no_grad():
-                metrics["elbo_quad"] = elbo_quadrature(x, q, 401).mean().item()
+                metrics["elbo_quad"] = elbo_quadrature(q, x, 401).mean().item()
         opt.step()
         sched.step()
         return metrics
@@ -235,7 +245,7 @@ def optimal_q(x: Tensor, link: str = "softplus", max_iter: int = 500) -> Positiv
     """The best member of the family, q* = argmax_q ELBO(q), one per entry of ``x`` (...).
 
     Deterministic: L-BFGS on the quadrature ELBO (no Monte Carlo noise), from mu = logvar = 0.
-    log p(x) - elbo_quadrature(x, q*) is the family's approximation gap, the smallest KL(q || p(z|x))
+    log p(x) - elbo_quadrature(q*, x) is the family's approximation gap, the smallest KL(q || p(z|x))
     it can reach; no fit in the family, amortised or not, can do better.
     """
     x = _f64(x)
@@ -246,7 +256,7 @@ def optimal_q(x: Tensor, link: str = "softplus", max_iter: int = 500) -> Positiv
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = -elbo_quadrature(x, PositiveNormal(params[0], params[1], link)).sum()  # independent fits
+        loss = -elbo_quadrature(PositiveNormal(params[0], params[1], link), x).sum()  # independent fits
         loss.backward()
         return loss
 
@@ -285,7 +295,7 @@ def fit_amortised(encoder: Encoder, steps: int, batch_size: int = 256, lr: float
 
     def step(i: int) -> dict[str, float]:
         _, x = sample_model(batch_size, generator)  # (B,): the model's own observations
-        value = elbo(x, PositiveNormal(*encoder(x), link), n_samples, generator)  # (B,)
+        value = elbo(PositiveNormal(*encoder(x), link), x, n_samples, generator)  # (B,)
         opt.zero_grad()
         (-value.mean()).backward()
         opt.step()

@@ -72,7 +72,7 @@ def main() -> None:
     print(f"evaluated on {len(x_test):,} test digits ({test_set.source}) in {eval_s:.0f} s")
     print(f"  -ELBO          {result['neg_elbo']:.2f} nats (reconstruction {result['recon']:.2f}, "
           f"KL {result['kl']:.2f})")
-    print(f"  IWAE k={args.k:<6}{result['iwae_nll']:.2f} nats (estimate of -log p(x))")
+    print(f"  IWAE k={args.k:<6}{result['iwae_nll']:.2f} nats (-L_k: above -log p(x) on average)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("offline", "book", "test")  # what `make setup` installs ('.[book,test]', test -> offline)
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name, where they differ
+PIP_ONLY = {"django-static-mathjax"}  # not on conda-forge: installed by pip inside the environment
 
 
 def requirements() -> list[str]:
@@ -56,8 +57,10 @@ def render() -> str:
         "  - python>=3.10",
         "  - pip",
     ]
-    lines += [f'  - "{to_conda(r)}"' for r in requirements()]
-    lines += ["  - pip:", "      - -e ."]
+    reqs = requirements()
+    pip_only = [r for r in reqs if re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower() in PIP_ONLY]
+    lines += [f'  - "{to_conda(r)}"' for r in reqs if r not in pip_only]
+    lines += ["  - pip:", *[f'      - "{r}"' for r in pip_only], "      - -e ."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -112,6 +113,34 @@ def test_entropy_is_at_most_log_k_and_uniform_attains_it():
     p = random_distributions(1000, 8, seed=8)
     assert (info.entropy(p) <= math.log(8)).all()
     assert info.entropy(torch.full((8,), 1 / 8)).item() == pytest.approx(math.log(8), abs=1e-6)
+
+
+def test_huffman_code_is_optimal_and_within_one_bit_of_the_entropy():
+    assert info.huffman_code_lengths(torch.tensor([0.5, 0.25, 0.125, 0.125])).tolist() == [1, 2, 3, 3]
+    assert info.huffman_code_lengths(torch.tensor([1.0])).tolist() == [0]
+    # brute force: every length vector (1..5 bits for 5 symbols) that satisfies Kraft's inequality
+    kraft = torch.tensor([ls for ls in itertools.product(range(1, 6), repeat=5)
+                          if sum(2.0**-li for li in ls) <= 1], dtype=torch.float64)  # (M, 5)
+    for p in random_distributions(200, 5, seed=20):
+        lengths = info.huffman_code_lengths(p)
+        avg, h = (p * lengths).sum().item(), info.entropy(p, base=2).item()
+        assert torch.exp2(-lengths).sum().item() <= 1 + 1e-12  # Kraft: a prefix code exists
+        assert h <= avg + 1e-12 and avg < h + 1  # H <= L < H + 1
+        assert avg == pytest.approx((kraft @ p).min().item(), abs=1e-12)  # no prefix code is shorter
+
+
+def test_block_coding_approaches_the_entropy_of_the_biased_coin():
+    h = info.entropy(BIASED, base=2).item()
+    assert torch.allclose(info.block_distribution(BIASED, 2),
+                          torch.tensor([0.04, 0.16, 0.16, 0.64], dtype=torch.float64))
+    for n in [1, 2, 4, 8, 12]:
+        block = info.block_distribution(BIASED, n)
+        assert block.shape == (2**n,) and block.sum().item() == pytest.approx(1.0)
+        assert info.entropy(block, base=2).item() == pytest.approx(n * h)  # entropy adds up
+        per_symbol = (block * info.huffman_code_lengths(block)).sum().item() / n
+        assert h <= per_symbol < h + 1 / n  # per symbol: H <= L_n / n < H + 1/n
+        if n == 1:
+            assert per_symbol == 1.0  # one toss at a time, a binary code needs a whole bit
 
 
 def test_batches_broadcast():

@@ -72,6 +72,34 @@ def test_restaurant_second_eigenvalue_by_hand():
     assert torch.allclose(others.abs(), torch.full((2,), math.sqrt(0.12), dtype=torch.float64))
 
 
+def test_spectral_expansion_of_pi_n_and_the_lambda_2_rate():
+    # pi_0 A^n = pi + sum_{k >= 2} lambda_k^n (pi_0 r_k) l_k, with l_k r_j = [k = j]
+    eigvals, right = torch.linalg.eig(A)  # columns of `right`: A r_k = lambda_k r_k
+    left = torch.linalg.inv(right)  # rows: l_k A = lambda_k l_k, and left @ right = I
+    order = eigvals.abs().argsort(descending=True)
+    eigvals, right, left = eigvals[order], right[:, order], left[order]
+    pi = markov.stationary_distribution(A)
+    assert torch.allclose((right[:, 0:1] @ left[0:1]).real, torch.ones(3, 1, dtype=A.dtype) @ pi[None])
+    pi0 = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    pis = markov.propagate(pi0, A, 30)
+    coef = pi0.to(right.dtype) @ right  # pi_0 r_k
+    lam2 = eigvals[1].abs().item()
+    for n in range(31):
+        expansion = pi.to(right.dtype) + sum(eigvals[k] ** n * coef[k] * left[k] for k in (1, 2))
+        assert torch.allclose(expansion.real, pis[n], atol=1e-12) and expansion.imag.abs().max() < 1e-12
+        if 1 <= n <= 20:  # |pi_n - pi| / |lambda_2|^n stays between fixed bounds
+            ratio = (pis[n] - pi).abs().sum().item() / lam2**n
+            assert 0.5 < ratio < 2.5
+
+
+def test_a_self_loop_does_not_make_a_reducible_chain_aperiodic():
+    P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    pis = markov.propagate([0.0, 1.0, 0.0], P, 6)
+    assert torch.equal(pis[1::2, 2], torch.ones(3, dtype=torch.float64))  # state 3 at odd steps only
+    assert torch.equal(pis[2::2, 1], torch.ones(3, dtype=torch.float64))  # state 2 at even steps only
+    assert markov.closed_classes(P) == [[0], [1, 2]]
+
+
 def test_power_iteration_matches_stationary():
     # the page's exercise: repeating pi <- pi A from the uniform start converges to pi
     pi = torch.full((3,), 1 / 3, dtype=torch.float64)

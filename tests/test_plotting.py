@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from course_lib import plotting
 
@@ -12,6 +13,16 @@ def test_make_grid_layout():
     assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 1)
     assert grid[6:10, 1:5, 0].min() == 1.0  # image 3 sits at row 1, column 0
     assert grid[1:5, 1:5, 0].max() == 0.0
+
+
+def test_make_grid_is_torchvisions_channels_last():
+    rgb = torch.rand(7, 3, 5, 6, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2  # some < 0, > 1
+    ref = torchvision.utils.make_grid(rgb.clamp(0, 1), nrow=4, padding=2, pad_value=1.0)  # (3, H, W)
+    assert np.array_equal(plotting.make_grid(rgb, nrow=4), ref.permute(1, 2, 0).numpy())
+    grey = plotting.make_grid(rgb[:, :1], nrow=4)  # one channel kept, not three
+    ref_grey = torchvision.utils.make_grid(rgb[:, :1].clamp(0, 1), nrow=4, pad_value=1.0)[0]
+    assert grey.shape == (*ref.shape[1:], 1) and np.array_equal(grey[..., 0], ref_grey.numpy())
+    assert plotting.make_grid(torch.zeros(9, 28, 28)).shape == (3 * 30 + 2, 3 * 30 + 2, 1)  # nrow = 3
 
 
 @pytest.mark.parametrize("images", [torch.zeros(0, 1, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(4)])
@@ -44,6 +55,11 @@ def test_scatter_and_density():
         plotting.scatter_2d(torch.randn(10, 3))
     ax = plotting.density_2d(lambda xy: -0.5 * (xy ** 2).sum(1), (-3, 3), (-3, 3), n=30)
     assert ax.get_ylabel() == "$x_2$"
+    bar = ax.figure.axes[-1]  # the colour bar's axes, beside the plot
+    assert len(ax.figure.axes) == 2 and bar.get_ylabel() == "density"
+    assert bar.get_ylim()[1] == pytest.approx(1.0, abs=0.1)  # the top level: the peak, exp(0) = 1
+    ax = plotting.density_2d(lambda xy: -0.5 * (xy ** 2).sum(1), (-3, 3), (-3, 3), n=30, colorbar=False)
+    assert len(ax.figure.axes) == 1
     with pytest.raises(ValueError, match="increasing"):
         plotting.density_2d(lambda xy: xy[:, 0], (1, 0), (0, 1))
     plotting.histogram_2d(pts, bins=10)

@@ -191,6 +191,149 @@ def test_bayes_rule_equals_brute_force_enumeration():
     assert torch.allclose(P.variable_elimination(net, 2, {3: 1}), brute / brute.sum(), atol=1e-12)
 
 
+# --- the primer: expectations, Gaussians, Monte Carlo, Jensen ------------------------------------
+
+SHOOTER_MEAN = torch.tensor([0.5, -0.3], dtype=F64)
+SHOOTER_COV = torch.tensor([[1.44, 0.576], [0.576, 0.64]], dtype=F64)  # s_x = 1.2, s_y = 0.8, rho = 0.6
+
+
+def _random_cov(d: int, seed: int) -> torch.Tensor:
+    m = torch.randn(d, d, dtype=F64, generator=gen(seed))
+    return m @ m.T + 0.5 * torch.eye(d, dtype=F64)
+
+
+def test_mvn_sample_moments_and_variance_of_a_sum():
+    x = P.mvn_sample(400_000, SHOOTER_MEAN, SHOOTER_COV, generator=gen())
+    assert torch.allclose(x.mean(0), SHOOTER_MEAN, atol=4 * 1.2 / 400_000**0.5)
+    assert torch.allclose(torch.cov(x.T), SHOOTER_COV, atol=0.01)
+    # E[xy] = Cov(x, y) + E[x] E[y] = 0.576 - 0.15 and Var(x + y) = 1.44 + 0.64 + 2 * 0.576
+    est, se = P.monte_carlo_mean(lambda s: s[:, 0] * s[:, 1], lambda n, g: x, 400_000)
+    assert abs(est.item() - 0.426) < 4 * se.item()
+    assert (x.sum(1).var().item()) == pytest.approx(3.232, rel=0.01)
+
+
+@pytest.mark.parametrize("d, idx", [(2, [0]), (3, [2]), (4, [0, 3]), (5, [1, 2, 4])])
+def test_gaussian_conditional_is_joint_over_marginal(d, idx):
+    # log p(x_a | x_b) = log N(x; mu, Sigma) - log N(x_b; mu_b, Sigma_bb) at random points
+    mean, cov = torch.randn(d, dtype=F64, generator=gen(d)), _random_cov(d, d)
+    rest = [i for i in range(d) if i not in idx]
+    for x in torch.randn(5, d, dtype=F64, generator=gen(10 + d)):
+        m, c = P.gaussian_conditional(mean, cov, idx, x[idx])
+        joint = D.MultivariateNormal(mean, cov).log_prob(x)
+        marginal = D.MultivariateNormal(mean[idx], cov[idx][:, idx]).log_prob(x[idx])
+        cond = D.MultivariateNormal(m, c).log_prob(x[rest])
+        assert cond.item() == pytest.approx((joint - marginal).item(), abs=1e-10)
+
+
+def test_gaussian_conditional_of_the_shooter_by_quadrature_and_formula():
+    ys = torch.linspace(-9.0, 9.0, 8_001, dtype=F64)
+    for x0 in [-1.0, 2.0]:
+        m, c = P.gaussian_conditional(SHOOTER_MEAN, SHOOTER_COV, [0], [x0])
+        pts = torch.stack([torch.full_like(ys, x0), ys], 1)
+        slice_ = P.mvn_log_prob(pts, SHOOTER_MEAN, SHOOTER_COV).exp()
+        cond = slice_ / torch.trapezoid(slice_, ys)  # brute force: p(x0, y) / p(x0)
+        mean_num = torch.trapezoid(ys * cond, ys)
+        var_num = torch.trapezoid((ys - mean_num) ** 2 * cond, ys)
+        assert m.item() == pytest.approx(mean_num.item(), abs=1e-9)
+        assert c.item() == pytest.approx(var_num.item(), abs=1e-9)
+        # the page's formula: m_y + rho s_y / s_x (x0 - m_x), s_y^2 (1 - rho^2)
+        assert m.item() == pytest.approx(-0.3 + 0.6 * 0.8 / 1.2 * (x0 - 0.5), abs=1e-12)
+        assert c.item() == pytest.approx(0.64 * (1 - 0.36), abs=1e-12)
+
+
+def test_gaussian_conditional_by_monte_carlo():
+    # Keep the draws whose x_2 falls in a thin window around the observed value.
+    mean, cov = torch.tensor([1.0, -1.0, 0.5], dtype=F64), _random_cov(3, 7)
+    x = P.mvn_sample(2_000_000, mean, cov, generator=gen(1))
+    value = mean[2] + 0.5 * cov[2, 2].sqrt()
+    kept = x[(x[:, 2] - value).abs() < 0.01 * cov[2, 2].sqrt()][:, :2]
+    m, c = P.gaussian_conditional(mean, cov, [2], [value])
+    se = (c.diagonal() / len(kept)).sqrt()
+    assert len(kept) > 10_000
+    assert ((kept.mean(0) - m).abs() < 4 * se + 2e-3).all()
+    assert torch.allclose(torch.cov(kept.T), c, atol=0.05 * c.abs().max().item())
+
+
+def test_monte_carlo_mean_is_unbiased_with_the_stated_standard_error_and_coverage():
+    def exponential(n, g):
+        return -torch.log(torch.rand(n, dtype=F64, generator=g))  # Exponential(1): mean 1, variance 1
+
+    g = gen(3)
+    runs = [P.monte_carlo_mean(lambda v: v, exponential, 400, g) for _ in range(2_000)]
+    est = torch.stack([r[0] for r in runs])
+    se = torch.stack([r[1] for r in runs])
+    assert abs(est.mean().item() - 1.0) < 4 * est.std().item() / 2_000**0.5  # unbiased
+    assert se.mean().item() == pytest.approx(1 / 400**0.5, rel=0.02)  # se estimates sigma / sqrt(n)
+    assert est.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)  # ... the real spread of the estimate
+    covered = ((est - 1.0).abs() <= 1.96 * se).double().mean().item()
+    assert abs(covered - 0.95) < 3 * (0.95 * 0.05 / 2_000) ** 0.5 + 0.01  # skewness costs a little coverage
+    # vector-valued f: one estimate and one standard error per component
+    est2, se2 = P.monte_carlo_mean(lambda v: torch.stack([v, v**2], 1), exponential, 100_000, gen(4))
+    assert est2.shape == se2.shape == (2,)
+    assert abs(est2[1].item() - 2.0) < 4 * se2[1].item()  # E[X^2] = Var + mean^2 = 2
+
+
+def test_central_limit_theorem_for_exponential_means():
+    # standardised means of n = 50 Exponential(1) draws are close to N(0, 1) (KS distance small)
+    means = -torch.log(torch.rand(20_000, 50, dtype=F64, generator=gen(5))).mean(1)
+    z = (means - 1.0) * 50**0.5
+    assert stats.kstest(z.numpy(), "norm").statistic < 0.04
+    z1 = -torch.log(torch.rand(20_000, dtype=F64, generator=gen(6))) - 1.0  # n = 1: far from Gaussian
+    assert stats.kstest(z1.numpy(), "norm").statistic > 0.1
+
+
+def test_jensen_for_the_log_of_an_exponential():
+    # E[log X] = -Euler's gamma for X ~ Exponential(1), below log E[X] = 0
+    est, se = P.monte_carlo_mean(torch.log, lambda n, g: -torch.log(torch.rand(n, dtype=F64, generator=g)),
+                                 1_000_000, gen(7))
+    assert abs(est.item() + 0.5772156649) < 4 * se.item()
+    assert est.item() < 0.0
+
+
+def test_sticky_chain_has_the_stated_transitions_and_correlations():
+    x = P.sticky_bernoulli(2_000, 500, 0.3, 0.9, generator=gen(8))
+    assert abs(x.mean().item() - 0.3) < 0.01
+    prev, nxt = x[:, :-1].flatten(), x[:, 1:].flatten()
+    # the lab's chain: leaves blue (0) w.p. (1 - lambda) theta = 0.03, red (1) w.p. 0.07
+    assert nxt[prev == 0].mean().item() == pytest.approx(0.03, abs=0.002)
+    assert 1 - nxt[prev == 1].mean().item() == pytest.approx(0.07, abs=0.003)
+    for k in [1, 5, 20]:
+        cov = ((x[:, :-k] - 0.3) * (x[:, k:] - 0.3)).mean().item()
+        assert cov == pytest.approx(0.9**k * 0.21, abs=0.006)
+
+
+def test_variance_inflation_formula_brute_force_and_simulation():
+    lam, n = 0.9, 200
+    lags = torch.arange(n, dtype=F64)
+    corr = lam ** (lags[:, None] - lags[None, :]).abs()  # Corr(x_i, x_j) = lambda^|i - j|
+    assert P.variance_inflation(lam, n) == pytest.approx(corr.sum().item() / n, rel=1e-12)
+    assert P.variance_inflation(lam) == pytest.approx(19.0)  # (1 + 0.9) / (1 - 0.9)
+    assert P.variance_inflation(lam, 10**6) == pytest.approx(19.0, rel=1e-4)
+    assert P.variance_inflation(0.0, 50) == 1.0
+    means = P.sticky_bernoulli(4_000, 2_000, 0.3, lam, generator=gen(9)).mean(1)
+    ratio = means.var().item() / (0.21 / 2_000)
+    assert ratio == pytest.approx(P.variance_inflation(lam, 2_000), rel=0.1)  # about 19 times i.i.d.
+
+
+def test_primer_bad_inputs_raise():
+    with pytest.raises(ValueError, match="positive definite"):
+        P.mvn_sample(3, [0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(ValueError, match="symmetric"):
+        P.gaussian_conditional([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]], [0], [1.0])
+    with pytest.raises(ValueError, match="not all"):
+        P.gaussian_conditional([0.0, 0.0], torch.eye(2), [0, 1], [1.0, 2.0])
+    with pytest.raises(ValueError, match="one number per observed"):
+        P.gaussian_conditional([0.0, 0.0], torch.eye(2), [0], [1.0, 2.0])
+    with pytest.raises(ValueError, match=">= 2"):
+        P.monte_carlo_mean(torch.log, lambda n, g: torch.ones(n), 1)
+    with pytest.raises(ValueError, match="one value per draw"):
+        P.monte_carlo_mean(lambda v: v.sum(), lambda n, g: torch.ones(n), 10)
+    with pytest.raises(ValueError, match=r"\(-1, 1\)"):
+        P.variance_inflation(1.0)
+    with pytest.raises(ValueError, match="0 < theta < 1"):
+        P.sticky_bernoulli(2, 10, 1.5, 0.5)
+
+
 # --- the shooting target: a correlated 2-D Gaussian ---------------------------------------------
 
 def test_gaussian_marginal_and_conditional_by_quadrature():
@@ -323,3 +466,29 @@ def test_bad_inputs_raise():
         P.marginal_by_enumeration(P.sprinkler_network(), [1, 1])
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         P.gmm_em(torch.zeros(5, 2), 6)
+
+
+# --- the one mixture helper behind every mixture density of the course -------------------------
+
+def test_log_mixture_is_the_three_mixture_densities_and_survives_underflow():
+    from course_lib import markov
+
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=F64)
+    m = torch.tensor([-2.0, 0.5, 3.0], dtype=F64)
+    s = torch.tensor([0.5, 1.0, 0.7], dtype=F64)
+    x = torch.linspace(-6, 7, 101, dtype=F64)
+    ref = D.MixtureSameFamily(D.Categorical(w), D.Normal(m, s)).log_prob(x)
+    assert torch.allclose(P.log_mixture(w, D.Normal(m, s).log_prob(x[:, None])), ref, atol=1e-12)
+    # the 1-D (info), isotropic (markov) and full-covariance (probability) mixtures agree with it
+    assert torch.allclose(info.mixture_log_prob(x, w, m, s), ref, atol=1e-12)
+    assert torch.allclose(markov.gaussian_mixture_log_prob(x[:, None], m[:, None], s, w), ref, atol=1e-12)
+    assert torch.allclose(P.gmm_log_prob(x[:, None], w, m[:, None], (s**2)[:, None, None]), ref, atol=1e-12)
+    # far from every component the naive log(sum_k w_k exp(log p_k)) underflows to -inf; logsumexp does not
+    far = D.Normal(m, s).log_prob(torch.tensor([[60.0]], dtype=F64))  # (1, K), around -1e4 nats
+    assert torch.log((w * far.exp()).sum()) == -math.inf
+    exact = D.MixtureSameFamily(D.Categorical(w), D.Normal(m, s)).log_prob(torch.tensor([60.0], dtype=F64))
+    assert torch.isfinite(exact).all() and torch.allclose(P.log_mixture(w, far), exact, rtol=1e-12)
+    with pytest.raises(ValueError, match="sum to 1"):
+        P.log_mixture(torch.tensor([0.5, 0.6], dtype=F64), torch.zeros(4, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r"\(\.\.\., K\)"):
+        P.log_mixture(w, torch.zeros(4, 2, dtype=F64))

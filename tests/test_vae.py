@@ -137,7 +137,7 @@ def test_elbo_below_iwae_which_grows_with_k_towards_the_exact_log_likelihood():
         bound = elbo.elbo(model, X8, n_samples=50_000, generator=g).double()
 
         def iwae(k, r=reps):  # mean and standard error of L_k over r independent estimates
-            est = elbo.iwae_log_likelihood(model, X8.repeat(r, 1), k, g).view(r, 2)
+            est = elbo.iwae_bound(model, X8.repeat(r, 1), k, g).view(r, 2)
             return est.mean(0), est.std(0) / math.sqrt(r)
 
         (l1, se1), (l10, se10), (l100, se100) = iwae(1), iwae(10), iwae(100)
@@ -184,8 +184,20 @@ def test_iwae_chunking_does_not_change_the_estimate():
     x = X8[:1].repeat(reps, 1)
     with torch.no_grad():
         exact = elbo.log_likelihood_quadrature(model, X8[:1])
-        est = elbo.iwae_log_likelihood(model, x, 300, torch.Generator().manual_seed(9), max_decodes=2 * reps)
+        est = elbo.iwae_bound(model, x, 300, torch.Generator().manual_seed(9), max_decodes=2 * reps)
     assert abs(est.mean() - exact) < 4 * est.std() / math.sqrt(reps) + 0.01
+
+
+def test_iwae_bound_returns_one_random_estimate_and_the_old_name_is_an_alias():
+    model, reps = poor_proposal_vae(), 2000
+    x = X8[:1].repeat(reps, 1)
+    with torch.no_grad():
+        exact = elbo.log_likelihood_quadrature(model, X8[:1])
+        est = elbo.iwae_bound(model, x, 10, torch.Generator().manual_seed(3))
+        old = elbo.iwae_log_likelihood(model, x, 10, torch.Generator().manual_seed(3))
+    assert torch.equal(est, old)
+    assert est.mean() + 4 * est.std() / math.sqrt(reps) < exact  # E[estimate] = L_10 < log p(x) ...
+    assert (est > exact).any()  # ... yet single estimates land above log p(x): it is random
 
 
 def test_evaluate_reports_consistent_numbers():
@@ -206,7 +218,7 @@ def test_shapes_for_odd_batch_sizes(b):
         assert logits.shape == (b, 1, 28, 28) and mu.shape == logvar.shape == (b, 3)
         assert model(x.view(b, 784))[0].shape == (b, 1, 28, 28)  # flat input is accepted
         assert elbo.elbo(model, x).shape == (b,)
-        assert elbo.iwae_log_likelihood(model, x, 5).shape == (b,)
+        assert elbo.iwae_bound(model, x, 5).shape == (b,)
         assert model.sample(b).shape == (b, 1, 28, 28)
     ae = vae.Autoencoder(vae.AEConfig(latent_dim=3))
     assert ae.encode(x).shape == (b, 3) and ae(x).shape == (b, 1, 28, 28)
@@ -258,7 +270,7 @@ def test_mismatched_logits_and_images_raise():
 
 def test_bad_k_and_conv_shape_raise():
     with pytest.raises(ValueError, match="k .* positive integer"):
-        elbo.iwae_log_likelihood(tiny_vae(), torch.zeros(2, 8), 0)
+        elbo.iwae_bound(tiny_vae(), torch.zeros(2, 8), 0)
     with pytest.raises(ValueError, match="divisible by 4"):
         vae.ConvVAEConfig(in_shape=(1, 30, 30))
 
@@ -334,24 +346,53 @@ def test_autoencoder_step_reduces_the_reconstruction_loss():
     assert sum(history["recon"][-10:]) < 0.6 * sum(history["recon"][:10])
 
 
-def test_linear_autoencoder_spans_the_principal_subspace():
-    # A linear autoencoder x -> A(Wx + b) + c with squared error learns the top-K PCA subspace.
-    g = torch.Generator().manual_seed(0)
-    rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
-    x = (torch.randn(2000, 5, generator=g) * torch.tensor([3.0, 2.0, 0.5, 0.3, 0.1])) @ rotation.T + 1.0
+def _train_linear_autoencoder(x: torch.Tensor, biases: bool) -> vae.Autoencoder:
     seed_everything(0)
-    ae = vae.Autoencoder(vae.AEConfig(in_shape=(5,), hidden_dims=(), latent_dim=2))
-    opt = torch.optim.Adam(ae.parameters(), lr=0.02)
+    ae = vae.Autoencoder(vae.AEConfig(in_shape=(x.shape[1],), hidden_dims=(), latent_dim=2))
+    if not biases:  # f(x) = W x, g(z) = A z: freeze both biases at zero
+        for layer in (ae.encoder[0], ae.decoder[0]):
+            layer.bias.data.zero_()
+            layer.bias.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in ae.parameters() if p.requires_grad], lr=0.02)
     for _ in range(1500):
         loss = ((ae(x) - x) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    a = ae.decoder[0].weight.detach()  # (5, 2): the dictionary, one atom per column
-    p_ae = a @ torch.linalg.solve(a.T @ a, a.T)  # projection onto the span of the atoms
-    eigvals, eigvecs = torch.linalg.eigh(torch.cov(x.T))
-    top = eigvecs[:, -2:]  # the two leading principal directions
-    assert torch.allclose(p_ae, top @ top.T, atol=2e-2)
+    return ae
+
+
+def _projection(a: torch.Tensor) -> torch.Tensor:
+    return a @ torch.linalg.solve(a.T @ a, a.T)  # orthogonal projection onto the span of the columns
+
+
+def test_linear_autoencoder_spans_the_principal_subspace():
+    # The page: with biases, the optimal reconstruction is x_bar + P (x - x_bar), P the projection onto
+    # the top-K eigenvectors of the covariance (PCA); without biases, the span of the atoms is the
+    # top-K eigenspace of the uncentred (1/N) sum_n x_n x_n^T instead.
+    g = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
+    scales = torch.tensor([3.0, 2.0, 0.5, 0.3, 0.1])  # standard deviations along the columns of rotation
+    x = (torch.randn(2000, 5, generator=g) * scales) @ rotation.T + 4.0 * rotation[:, 4]  # mean off the plane
+    top = torch.linalg.eigh(torch.cov(x.T, correction=0)).eigenvectors[:, -2:]  # two leading components
+    pca = top @ top.T
+    with_bias = _train_linear_autoencoder(x, biases=True)
+    a = with_bias.decoder[0].weight.detach()  # (5, 2): the dictionary, one atom per column
+    assert torch.allclose(_projection(a), pca, atol=2e-2)
+    x_bar = x.mean(0)
+    with torch.no_grad():
+        recon = with_bias(x)
+    best = x_bar + (x - x_bar) @ pca  # x_hat = x_bar + P (x - x_bar)
+    assert torch.allclose(recon, best, atol=0.1)
+    assert ((recon - x) ** 2).sum(1).mean().item() == pytest.approx(((best - x) ** 2).sum(1).mean().item(),
+                                                                   rel=0.01)
+
+    no_bias = _train_linear_autoencoder(x, biases=False)
+    a0 = no_bias.decoder[0].weight.detach()
+    second_moment = x.T @ x / x.shape[0]  # uncentred
+    top0 = torch.linalg.eigh(second_moment).eigenvectors[:, -2:]
+    assert torch.allclose(_projection(a0), top0 @ top0.T, atol=2e-2)
+    assert (top0 @ top0.T - pca).abs().max() > 0.3  # the data are not centred: a different plane
 
 
 # --- latent grids and interpolation -------------------------------------------------------------

@@ -159,10 +159,10 @@ def test_quadrature_expectation_matches_references():
 def test_elbo_is_below_log_evidence(x):
     log_px = vi.log_evidence(x).item()
     for i, q in enumerate(random_qs(10, seed=3)):
-        w = vi.log_weights(x, q, 20_000, gen(i))
+        w = vi.log_weights(q, x, 20_000, gen(i))
         se = w.std().item() / math.sqrt(w.numel())
         assert w.mean().item() <= log_px + 4 * se
-        assert vi.elbo_quadrature(x, q).item() <= log_px
+        assert vi.elbo_quadrature(q, x).item() <= log_px
 
 
 @pytest.mark.parametrize("x", [0.5, 3.0])
@@ -175,7 +175,7 @@ def test_elbo_plus_kl_to_posterior_is_log_evidence(x):
 
         kl = quad(integrand)
         assert kl > 0
-        assert vi.elbo_quadrature(x, q).item() + kl == pytest.approx(vi.log_evidence(x).item(),
+        assert vi.elbo_quadrature(q, x).item() + kl == pytest.approx(vi.log_evidence(x).item(),
                                                                      abs=1e-6)
 
 
@@ -186,25 +186,25 @@ def test_elbo_is_expected_log_likelihood_minus_kl_to_prior():
         ell = quad(lambda z, dens=dens: dens(z) * vi.log_likelihood(x, torch.tensor(z)).item())
         # KL(q || p(z)) = E_q[log q(z) - log p(z)], log p(z) = -z
         kl_prior = quad(lambda z, q=q, dens=dens: dens(z) * (q.log_prob(torch.tensor(z)).item() + z))
-        assert vi.elbo_quadrature(x, q).item() == pytest.approx(ell - kl_prior, abs=1e-6)
+        assert vi.elbo_quadrature(q, x).item() == pytest.approx(ell - kl_prior, abs=1e-6)
 
 
 def test_monte_carlo_elbo_matches_quadrature():
     x, n = 0.5, 100_000
     for i, q in enumerate(random_qs(4, seed=6)):
-        w = vi.log_weights(x, q, n, gen(i))
-        assert vi.elbo(x, q, n, gen(i)).item() == pytest.approx(w.mean().item(), abs=1e-12)
-        assert abs(w.mean().item() - vi.elbo_quadrature(x, q).item()) < 4 * w.std().item() / math.sqrt(n)
+        w = vi.log_weights(q, x, n, gen(i))
+        assert vi.elbo(q, x, n, gen(i)).item() == pytest.approx(w.mean().item(), abs=1e-12)
+        assert abs(w.mean().item() - vi.elbo_quadrature(q, x).item()) < 4 * w.std().item() / math.sqrt(n)
 
 
 def test_reparameterised_gradient_is_unbiased():
     x, n = 3.0, 200_000
     params = torch.tensor([1.0, -0.5], dtype=torch.float64, requires_grad=True)
-    exact, = torch.autograd.grad(vi.elbo_quadrature(x, vi.PositiveNormal(params[0], params[1])), params)
+    exact, = torch.autograd.grad(vi.elbo_quadrature(vi.PositiveNormal(params[0], params[1]), x), params)
     # one copy of (mu, logvar) per sample, so that .grad holds each sample's gradient
     mu = torch.full((n,), 1.0, dtype=torch.float64, requires_grad=True)
     logvar = torch.full((n,), -0.5, dtype=torch.float64, requires_grad=True)
-    vi.log_weights(x, vi.PositiveNormal(mu, logvar), 1, gen(7)).sum().backward()
+    vi.log_weights(vi.PositiveNormal(mu, logvar), x, 1, gen(7)).sum().backward()
     grads = torch.stack([mu.grad, logvar.grad], dim=1)  # (n, 2)
     se = grads.std(0) / math.sqrt(n)
     assert ((grads.mean(0) - exact).abs() < 4 * se).all()
@@ -215,7 +215,7 @@ def test_reparameterised_gradient_is_unbiased():
 def best_in_family(x: float, link: str) -> tuple[float, float]:
     """(gap, mean) of the best q in the family (vi.optimal_q: L-BFGS on the quadrature ELBO)."""
     q = vi.optimal_q(x, link)
-    return (vi.log_evidence(x) - vi.elbo_quadrature(x, q)).item(), q.expectation(lambda z: z).item()
+    return (vi.log_evidence(x) - vi.elbo_quadrature(q, x)).item(), q.expectation(lambda z: z).item()
 
 
 @pytest.mark.parametrize("link", vi.LINKS)
@@ -223,22 +223,22 @@ def test_optimal_q_is_a_stationary_point_and_beats_random_qs(link):
     xs = torch.tensor([-2.0, 0.5, 3.0, 6.0], dtype=torch.float64)
     q = vi.optimal_q(xs, link)
     mu, logvar = q.mu.clone().requires_grad_(), q.logvar.clone().requires_grad_()
-    vi.elbo_quadrature(xs, vi.PositiveNormal(mu, logvar, link)).sum().backward()
+    vi.elbo_quadrature(vi.PositiveNormal(mu, logvar, link), xs).sum().backward()
     assert mu.grad.abs().max() < 1e-6 and logvar.grad.abs().max() < 1e-6
-    gaps = vi.log_evidence(xs) - vi.elbo_quadrature(xs, q)
+    gaps = vi.log_evidence(xs) - vi.elbo_quadrature(q, xs)
     assert (gaps > 0).all()
     for i, x in enumerate(xs.tolist()):
         one = vi.optimal_q(x, link)  # fitting one x alone gives the same q as fitting all at once
         assert one.mu.item() == pytest.approx(q.mu[i].item(), abs=1e-5)
         for other in random_qs(6, seed=12):
             other = vi.PositiveNormal(other.mu, other.logvar, link)
-            assert vi.elbo_quadrature(x, other).item() <= vi.elbo_quadrature(x, one).item() + 1e-12
+            assert vi.elbo_quadrature(other, x).item() <= vi.elbo_quadrature(one, x).item() + 1e-12
 
 
 @pytest.mark.parametrize("x", [0.5, 3.0])
 def test_fit_reaches_the_best_q_and_is_close_to_the_posterior(x):
     fit = vi.fit_variational(x, steps=800, lr=0.05, n_samples=16, generator=gen(8))
-    gap = (vi.log_evidence(x) - vi.elbo_quadrature(x, fit.q)).item()
+    gap = (vi.log_evidence(x) - vi.elbo_quadrature(fit.q, x)).item()
     best_gap, _ = best_in_family(x, "softplus")
     assert 0 <= best_gap <= gap <= best_gap + 2e-3
     assert gap < 0.05  # nats: softplus-normal q is close to the truncated Gaussian posterior
@@ -260,7 +260,7 @@ def test_fit_many_observations_at_once_and_a_custom_family():
     xs = torch.tensor([0.5, 3.0], dtype=torch.float64)
     fit = vi.fit_variational(xs, steps=400, generator=gen(9))
     assert fit.q.mu.shape == (2,)
-    gaps = vi.log_evidence(xs) - vi.elbo_quadrature(xs, fit.q)
+    gaps = vi.log_evidence(xs) - vi.elbo_quadrature(fit.q, xs)
     assert (gaps > 0).all() and (gaps < 0.06).all()
 
     class LogNormal:  # any object with rsample / log_prob is a variational family
@@ -296,10 +296,10 @@ def test_amortised_encoder_learns_and_generalises():
     xs = torch.tensor([0.5, 3.0], dtype=torch.float64)
     with torch.no_grad():
         mu, logvar = encoder(xs)
-        gap = vi.log_evidence(xs) - vi.elbo_quadrature(xs, vi.PositiveNormal(mu, logvar))
+        gap = vi.log_evidence(xs) - vi.elbo_quadrature(vi.PositiveNormal(mu, logvar), xs)
     assert mu.shape == (2,) and (gap > 0).all() and (gap < 0.1).all()
     # the amortisation gap is never negative: no q in the family beats the optimal one
-    best = vi.log_evidence(xs) - vi.elbo_quadrature(xs, vi.optimal_q(xs))
+    best = vi.log_evidence(xs) - vi.elbo_quadrature(vi.optimal_q(xs), xs)
     assert (gap >= best - 1e-10).all()
 
 
@@ -340,7 +340,16 @@ def test_mean_field_elbo_matches_monte_carlo():
 
 def test_bad_n_samples_raises():
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
-        vi.elbo(1.0, vi.PositiveNormal(0.0, 0.0), n_samples=0)
+        vi.elbo(vi.PositiveNormal(0.0, 0.0), 1.0, n_samples=0)
+
+
+def test_arguments_in_the_old_order_raise():
+    # (q, x) like elbo.elbo(model, x): passing the observation first is a clear error, not a wrong number
+    q = vi.PositiveNormal(0.0, 0.0)
+    for call in (lambda: vi.elbo(1.0, q), lambda: vi.log_weights(1.0, q, 4),
+                 lambda: vi.elbo_quadrature(1.0, q)):
+        with pytest.raises(TypeError, match="q first"):
+            call()
 
 
 def test_bad_link_raises():
@@ -370,7 +379,7 @@ def test_bad_learning_rate_raises():
 
 def test_bad_n_nodes_raises():
     with pytest.raises(ValueError, match="n_nodes must be an integer >= 3"):
-        vi.elbo_quadrature(1.0, vi.PositiveNormal(0.0, 0.0), n_nodes=2)
+        vi.elbo_quadrature(vi.PositiveNormal(0.0, 0.0), 1.0, n_nodes=2)
 
 
 def test_bad_sample_size_raises():

@@ -1,0 +1,448 @@
+"""Diffusion models (chapter 8): noise schedules, the forward process, its posterior, the loss,
+and the DDPM and DDIM samplers.
+
+The diffusion code never owns the network: every function that needs one takes an
+``eps_model(x_t, t) -> eps_hat``, any callable with that signature (a ``UNet``, a closed-form
+oracle, or chapter 9's guided prediction), so a new predictor plugs in without a new sampler::
+
+    sched = linear_schedule(T=1000)
+    loss = diffusion_loss(model, sched, x0)                # Ho et al.'s simple loss
+    x = ddim_sample(model, sched, (16, 1, 28, 28), steps=50)
+
+Conventions (stated once): the time index ``t`` is **0-based**, ``t = 0, ..., T-1``; the code's
+``t`` is the paper's ``t + 1``. So ``sched.betas[t]`` is Ho et al.'s beta_{t+1},
+``sched.alphas_bar[t]`` = prod_{s <= t} (1 - betas[s]) is the paper's alpha-bar_{t+1}, and
+``sched.alphas_bar_prev[0] = 1`` stands for the paper's alpha-bar_0 = 1 (no noise: x_0 itself).
+The schedule's tensors are float64 on the CPU; they are gathered and cast to the images' dtype and
+device per call. DDIM's paper writes alpha_t for what is alpha-bar_t here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "q_posterior", "predict_x0",
+           "eps_from_x0", "p_mean", "reverse_variance", "loss_weight", "diffusion_loss",
+           "ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample",
+           "gaussian_data_eps", "make_diffusion_step"]
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A variance schedule beta_0, ..., beta_{T-1} (0-based) and the terms derived from it (float64).
+
+    Build one with ``linear_schedule`` or ``cosine_schedule``, or ``Schedule.from_betas(betas)``.
+    """
+
+    betas: Tensor  # (T,) beta_t = Var of the noise added at step t, in (0, 1)
+    alphas: Tensor  # (T,) alpha_t = 1 - beta_t
+    alphas_bar: Tensor  # (T,) alpha-bar_t = prod_{s <= t} alpha_s: q(x_t | x_0) keeps sqrt of it of x_0
+    alphas_bar_prev: Tensor  # (T,) alpha-bar_{t-1}, with alpha-bar_{-1} = 1 (the clean data)
+    posterior_variance: Tensor  # (T,) beta-tilde_t = (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t) beta_t
+
+    @classmethod
+    def from_betas(cls, betas: Tensor | Sequence[float]) -> Schedule:
+        """The schedule of the given betas (any 1-D sequence of T >= 1 numbers in (0, 1))."""
+        betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError("betas must be a 1-D sequence of T >= 1 numbers, got shape "
+                             f"{tuple(betas.shape)}.")
+        if not torch.all((betas > 0) & (betas < 1)):
+            bad = betas[~((betas > 0) & (betas < 1))][:3].tolist()
+            raise ValueError(f"Every beta_t must lie strictly in (0, 1) (it is the variance of the noise "
+                             f"added at step t, and 1 - beta_t is kept), got values such as {bad}.")
+        # alpha_t = 1 - beta_t
+        alphas = 1.0 - betas
+        # \bar\alpha_t = \prod_{s \le t} \alpha_s
+        alphas_bar = torch.cumprod(alphas, dim=0)
+        # \bar\alpha_{t-1}, with \bar\alpha_{-1} = 1
+        alphas_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_bar[:-1]])
+        # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t
+        posterior_variance = (1.0 - alphas_bar_prev) / (1.0 - alphas_bar) * betas
+        return cls(betas, alphas, alphas_bar, alphas_bar_prev, posterior_variance)
+
+    @property
+    def T(self) -> int:
+        """Number of diffusion steps."""
+        return self.betas.numel()
+
+    def snr(self) -> Tensor:
+        """Signal-to-noise ratio of q(x_t | x_0): alpha-bar_t / (1 - alpha-bar_t), shape (T,)."""
+        return self.alphas_bar / (1.0 - self.alphas_bar)
+
+    def __repr__(self) -> str:
+        lo, hi = self.betas.min().item(), self.betas.max().item()
+        last = self.alphas_bar[-1].item()
+        return f"Schedule(T={self.T}, beta in [{lo:.3g}, {hi:.3g}], alpha-bar_(T-1)={last:.3g})"
+
+
+def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
+    """Ho et al.'s linear schedule: beta_t evenly spaced from ``beta_start`` to ``beta_end`` (T = 1000).
+
+    For much smaller T, pass larger betas (e.g. T = 100, beta_end = 0.2), or alpha-bar_{T-1} stays
+    far from 0 and x_{T-1} is not yet noise.
+    """
+    _check_T(T)
+    return Schedule.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+
+
+def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
+    """Nichol & Dhariwal's cosine schedule: alpha-bar(u) = f(u) / f(0), f(u) = cos^2(pi/2 (u + s)/(1 + s)).
+
+    With u = (t + 1) / T for the 0-based step t, beta_t = 1 - alpha-bar(u_t) / alpha-bar(u_{t-1}),
+    clipped at ``max_beta`` (the last steps would otherwise have beta = 1).
+    """
+    _check_T(T)
+    if not 0 < max_beta < 1 or s < 0:
+        raise ValueError(f"cosine_schedule needs s >= 0 and max_beta in (0, 1), got s={s}, "
+                         f"max_beta={max_beta}.")
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    # \beta_t = 1 - \bar\alpha(u_{t+1}) / \bar\alpha(u_t)  (f(0) cancels)
+    betas = (1.0 - f[1:] / f[:-1]).clamp(min=1e-8, max=max_beta)
+    return Schedule.from_betas(betas)
+
+
+def _check_T(T: int) -> None:
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"T (the number of diffusion steps) must be an integer >= 1, got {T!r}.")
+
+
+def _gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """values[t] as (B, 1, ..., 1) in ``like``'s dtype and device, to broadcast over one example."""
+    return values.to(like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _randn(shape: Sequence[int], like_device, dtype: torch.dtype,
+           generator: torch.Generator | None) -> Tensor:
+    """N(0, I) noise drawn on the generator's device (CPU by default), moved to ``like_device``."""
+    where = generator.device if generator is not None else "cpu"
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=where).to(like_device)
+
+
+def _check_t(sched: Schedule, t: Tensor | int, x: Tensor) -> Tensor:
+    """Validate a batch of 0-based times against the schedule and the batch; return (B,) long."""
+    if not isinstance(x, Tensor) or x.ndim < 1:
+        raise ValueError("Expected a batch tensor of shape (B, ...).")
+    t = torch.as_tensor(t, device=x.device)
+    if t.is_floating_point():
+        raise TypeError("t must hold integer time indices (0-based), not floats.")
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}.")
+    if t.numel() and (t.min() < 0 or t.max() >= sched.T):
+        raise ValueError(f"t must lie in [0, T-1] = [0, {sched.T - 1}] (0-based; the paper's t = 1..T is "
+                         f"t + 1 here), got values in [{t.min().item()}, {t.max().item()}].")
+    return t.long()
+
+
+# --- forward process and its posterior ---------------------------------------------------------
+
+def q_sample(sched: Schedule, x0: Tensor, t: Tensor | int, eps: Tensor | None = None, *,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I).
+
+    x0: (B, ...); t: (B,) 0-based integer times (or one int); eps: noise like x0 (drawn if None).
+    Returns x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, shape (B, ...).
+    """
+    t = _check_t(sched, t, x0)
+    if eps is None:
+        eps = _randn(x0.shape, x0.device, x0.dtype, generator)
+    elif eps.shape != x0.shape:
+        raise ValueError(f"eps must have x0's shape {tuple(x0.shape)}, got {tuple(eps.shape)}.")
+    a_bar = _gather(sched.alphas_bar, t, x0)
+    # x_t = \sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t} \epsilon
+    return a_bar.sqrt() * x0 + (1 - a_bar).sqrt() * eps
+
+
+def q_posterior(sched: Schedule, x0: Tensor, xt: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_{t-1} | x_t, x_0) = N(mu-tilde_t, beta-tilde_t I).
+
+    mu-tilde_t = sqrt(alpha-bar_{t-1}) beta_t / (1 - alpha-bar_t) x_0
+               + sqrt(alpha_t) (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t) x_t.
+    x0, xt: (B, ...); t: (B,). Returns mean (B, ...) and variance (B, 1, ..., 1). At t = 0 the
+    variance is 0 and the mean is x_0 (the paper's step from x_1 to x_0).
+    """
+    if x0.shape != xt.shape:
+        raise ValueError(f"x0 and xt must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}.")
+    t = _check_t(sched, t, xt)
+    beta, alpha = _gather(sched.betas, t, xt), _gather(sched.alphas, t, xt)
+    a_bar, a_bar_prev = _gather(sched.alphas_bar, t, xt), _gather(sched.alphas_bar_prev, t, xt)
+    # \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0
+    #             + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t
+    mean = a_bar_prev.sqrt() * beta / (1 - a_bar) * x0 + alpha.sqrt() * (1 - a_bar_prev) / (1 - a_bar) * xt
+    # \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t
+    return mean, _gather(sched.posterior_variance, t, xt)
+
+
+def predict_x0(sched: Schedule, xt: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
+    """x0-hat = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t): q_sample solved for x_0; (B, ...)."""
+    t = _check_t(sched, t, xt)
+    a_bar = _gather(sched.alphas_bar, t, xt)
+    return (xt - (1 - a_bar).sqrt() * eps) / a_bar.sqrt()
+
+
+def eps_from_x0(sched: Schedule, xt: Tensor, t: Tensor | int, x0: Tensor) -> Tensor:
+    """eps = (x_t - sqrt(alpha-bar_t) x_0) / sqrt(1 - alpha-bar_t): q_sample solved for eps."""
+    t = _check_t(sched, t, xt)
+    a_bar = _gather(sched.alphas_bar, t, xt)
+    return (xt - a_bar.sqrt() * x0) / (1 - a_bar).sqrt()
+
+
+def p_mean(sched: Schedule, xt: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
+    """The reverse model's mean mu_theta = (x_t - beta_t / sqrt(1 - alpha-bar_t) eps) / sqrt(alpha_t).
+
+    It is mu-tilde_t with x_0 replaced by predict_x0(x_t, eps). Shapes (B, ...).
+    """
+    t = _check_t(sched, t, xt)
+    beta, alpha = _gather(sched.betas, t, xt), _gather(sched.alphas, t, xt)
+    a_bar = _gather(sched.alphas_bar, t, xt)
+    # \mu_\theta = \frac{1}{\sqrt{\alpha_t}} (x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}} \epsilon_\theta)
+    return (xt - beta / (1 - a_bar).sqrt() * eps) / alpha.sqrt()
+
+
+def reverse_variance(sched: Schedule, kind: str = "beta_tilde") -> Tensor:
+    """sigma_t^2 of p_theta(x_{t-1} | x_t), shape (T,): ``"beta_tilde"`` (the posterior's) or ``"beta"``."""
+    if kind == "beta_tilde":
+        return sched.posterior_variance
+    if kind == "beta":
+        return sched.betas
+    raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {kind!r}.")
+
+
+def loss_weight(sched: Schedule, t: Tensor | int, variance: str = "beta_tilde") -> Tensor:
+    """The weight of L_{t-1} in eps: beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t)), float64, shape (B,).
+
+    For t >= 1: KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) = const + weight * ||eps - eps_theta||^2.
+    """
+    t = torch.as_tensor(t).long().reshape(-1)
+    if t.numel() and (t.min() < 1 or t.max() >= sched.T):
+        raise ValueError(f"L_(t-1) is a KL between Gaussians for t in [1, T-1] = [1, {sched.T - 1}] "
+                         "(at t = 0 the posterior is a point and the term is L_0); got "
+                         f"[{t.min().item()}, {t.max().item()}].")
+    sigma2 = reverse_variance(sched, variance)[t]
+    beta, alpha, a_bar = sched.betas[t], sched.alphas[t], sched.alphas_bar[t]
+    return beta**2 / (2 * sigma2 * alpha * (1 - a_bar))
+
+
+def diffusion_loss(eps_model: EpsModel, sched: Schedule, x0: Tensor, *,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Ho et al.'s simple loss, E_{t, eps} ||eps - eps_theta(x_t, t)||^2 with x_t from ``q_sample``.
+
+    One t ~ Uniform{0, ..., T-1} and one eps ~ N(0, I) per example; the mean over the batch and
+    all coordinates (MSE). x0: (B, ...). Returns a scalar tensor.
+    """
+    if not isinstance(x0, Tensor) or x0.ndim < 2 or x0.shape[0] < 1:
+        raise ValueError("x0 must be a batch tensor of shape (B, ...) with B >= 1.")
+    where = generator.device if generator is not None else "cpu"
+    t = torch.randint(sched.T, (x0.shape[0],), generator=generator, device=where).to(x0.device)
+    eps = _randn(x0.shape, x0.device, x0.dtype, generator)
+    xt = q_sample(sched, x0, t, eps)
+    return torch.mean((eps - eps_model(xt, t)) ** 2)
+
+
+# --- samplers ----------------------------------------------------------------------------------
+
+def ddpm_step(sched: Schedule, eps: Tensor, xt: Tensor, t: int, noise: Tensor | None = None, *,
+              variance: str = "beta_tilde", clip_x0: float | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """One ancestral step x_t -> x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I) (Ho et al. 2020).
+
+    eps: the model's eps_theta(x_t, t), shape of xt; t: one 0-based int; noise: z ~ N(0, I) (drawn
+    if None; unused at t = 0). ``clip_x0`` clamps x0-hat to [-c, c] before forming the mean.
+    """
+    if eps.shape != xt.shape:
+        raise ValueError(f"eps must have xt's shape {tuple(xt.shape)}, got {tuple(eps.shape)}.")
+    tt = _check_t(sched, t, xt)
+    # (1) \hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}
+    x0_hat = predict_x0(sched, xt, tt, eps)
+    if clip_x0 is not None:
+        x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+    # (2) \mu_\theta = \tilde\mu_t(\hat x_0, x_t)
+    #               = (x_t - \beta_t / \sqrt{1-\bar\alpha_t}\,\epsilon_\theta) / \sqrt{\alpha_t}  (unclipped)
+    mean, _ = q_posterior(sched, x0_hat, xt, tt)
+    if int(t) == 0:
+        return mean  # (3) the last step adds no noise: x_0 = \mu_\theta(x_1)
+    sigma = _gather(reverse_variance(sched, variance).sqrt(), tt, xt)
+    if noise is None:
+        noise = _randn(xt.shape, xt.device, xt.dtype, generator)
+    # (3) x_{t-1} = \mu_\theta + \sigma_t z,  z \sim N(0, I)
+    return mean + sigma * noise
+
+
+def ddim_step(sched: Schedule, eps: Tensor, xt: Tensor, t: int, t_prev: int, eta: float = 0.0,
+              noise: Tensor | None = None, *, clip_x0: float | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """One DDIM step x_t -> x_{t'} with t' = ``t_prev`` < t (t' = -1: to the clean data), Song et al. eq. 12.
+
+    x_{t'} = sqrt(alpha-bar_{t'}) x0-hat + sqrt(1 - alpha-bar_{t'} - sigma^2) eps + sigma z, with
+    sigma = eta sqrt((1 - alpha-bar_{t'}) / (1 - alpha-bar_t)) sqrt(1 - alpha-bar_t / alpha-bar_{t'}).
+    eta = 0: deterministic; eta = 1 with t' = t - 1: DDPM's step with sigma_t^2 = beta-tilde_t.
+    """
+    if eps.shape != xt.shape:
+        raise ValueError(f"eps must have xt's shape {tuple(xt.shape)}, got {tuple(eps.shape)}.")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM's noise), got {eta}.")
+    tt = _check_t(sched, t, xt)
+    if not -1 <= int(t_prev) < int(t):
+        raise ValueError(f"t_prev must satisfy -1 <= t_prev < t = {int(t)}, got {t_prev}.")
+    a_bar = sched.alphas_bar[int(t)].item()
+    a_bar_prev = sched.alphas_bar[int(t_prev)].item() if t_prev >= 0 else 1.0
+    # (1) \hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}
+    x0_hat = predict_x0(sched, xt, tt, eps)
+    if clip_x0 is not None:
+        x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+        # keep eps consistent with the clipped x0-hat:
+        # \epsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0) / \sqrt{1-\bar\alpha_t}
+        eps = eps_from_x0(sched, xt, tt, x0_hat)
+    # (2) \sigma = \eta \sqrt{(1-\bar\alpha_{t'})/(1-\bar\alpha_t)} \sqrt{1-\bar\alpha_t/\bar\alpha_{t'}}
+    sigma = eta * math.sqrt((1 - a_bar_prev) / (1 - a_bar)) * math.sqrt(max(1 - a_bar / a_bar_prev, 0.0))
+    # (3) the direction pointing to x_t: \sqrt{1-\bar\alpha_{t'}-\sigma^2}\,\epsilon_\theta
+    direction = math.sqrt(max(1 - a_bar_prev - sigma**2, 0.0)) * eps
+    # (4) x_{t'} = \sqrt{\bar\alpha_{t'}}\hat x_0 + direction + \sigma z
+    x = math.sqrt(a_bar_prev) * x0_hat + direction
+    if sigma > 0:
+        if noise is None:
+            noise = _randn(xt.shape, xt.device, xt.dtype, generator)
+        x = x + sigma * noise
+    return x
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` 0-based times from T-1 down to 0, evenly spaced (rounded): the DDIM subsequence.
+
+    It always starts at T-1 (the noisiest step, whose marginal the prior N(0, I) matches) and ends
+    at 0; with steps = T it is every step T-1, ..., 0.
+    """
+    _check_T(T)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in [1, T] = [1, {T}], got {steps!r}.")
+    if steps == 1:
+        return [T - 1]
+    return [round((T - 1) * (1 - k / (steps - 1))) for k in range(steps)]
+
+
+def _start(shape: Sequence[int], x_T: Tensor | None, device, dtype, generator) -> Tensor:
+    shape = tuple(shape)
+    if not shape or any(not isinstance(s, int) or s <= 0 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive integers (B, ...), got {shape}.")
+    if x_T is not None:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}.")
+        return x_T.to(device=device or x_T.device, dtype=dtype)
+    return _randn(shape, device or "cpu", dtype, generator)
+
+
+@torch.no_grad()
+def ddpm_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], *,
+                generator: torch.Generator | None = None, variance: str = "beta_tilde",
+                clip_x0: float | None = None, x_T: Tensor | None = None,
+                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                return_trajectory: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Ancestral sampling (Ho et al., Alg. 2): x_{T-1} ~ N(0, I), then T steps of ``ddpm_step`` to x_0.
+
+    Returns x_0 of ``shape``; with ``return_trajectory`` also a CPU tensor (T + 1, *shape) of
+    x_{T-1} (the start), ..., x_0, the image after each step.
+    """
+    x = _start(shape, x_T, device, dtype, generator)
+    trajectory = [x.cpu()] if return_trajectory else None
+    for t in range(sched.T - 1, -1, -1):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = eps_model(x, tt)
+        x = ddpm_step(sched, eps, x, t, variance=variance, clip_x0=clip_x0, generator=generator)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, torch.stack(trajectory)) if trajectory is not None else x
+
+
+@torch.no_grad()
+def ddim_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], steps: int | Sequence[int] = 50,
+                eta: float = 0.0, *, generator: torch.Generator | None = None,
+                clip_x0: float | None = None, x_T: Tensor | None = None,
+                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                return_trajectory: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """DDIM sampling (Song et al. 2021) on a subsequence of ``steps`` times (see ``ddim_timesteps``).
+
+    ``steps`` is a count or an explicit strictly decreasing list of 0-based times. Each step is
+    ``ddim_step`` from the current time to the next one, the last to t' = -1 (x0-hat itself).
+    Returns x_0 (and, with ``return_trajectory``, a CPU tensor (len(steps) + 1, *shape)).
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM's noise), got {eta}.")
+    times = ddim_timesteps(sched.T, steps) if isinstance(steps, int) else [int(s) for s in steps]
+    if not times or any(b >= a for a, b in zip(times, times[1:], strict=False)) or times[0] >= sched.T \
+            or times[-1] < 0:
+        raise ValueError(f"steps must be a strictly decreasing list of times in [0, {sched.T - 1}], "
+                         f"got {times}.")
+    x = _start(shape, x_T, device, dtype, generator)
+    trajectory = [x.cpu()] if return_trajectory else None
+    for t, t_prev in zip(times, times[1:] + [-1], strict=True):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = eps_model(x, tt)
+        x = ddim_step(sched, eps, x, t, t_prev, eta, clip_x0=clip_x0, generator=generator)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, torch.stack(trajectory)) if trajectory is not None else x
+
+
+# --- a closed-form predictor and a training step -----------------------------------------------
+
+def gaussian_data_eps(sched: Schedule, mean: Tensor | float, std: Tensor | float) -> EpsModel:
+    """The exact eps-predictor E[eps | x_t] for data x_0 ~ N(m, s^2) (independent coordinates).
+
+    q(x_t) = N(sqrt(alpha-bar_t) m, alpha-bar_t s^2 + 1 - alpha-bar_t), so with the score
+    grad log q(x_t) = -(x_t - sqrt(alpha-bar_t) m) / (alpha-bar_t s^2 + 1 - alpha-bar_t),
+    eps*(x_t, t) = -sqrt(1 - alpha-bar_t) grad log q(x_t). With s = 0 (a one-point data set m) it is
+    the oracle (x_t - sqrt(alpha-bar_t) m) / sqrt(1 - alpha-bar_t). ``mean``/``std`` broadcast
+    against one example.
+    """
+    def eps_model(xt: Tensor, t: Tensor) -> Tensor:
+        t = _check_t(sched, t, xt)
+        a_bar = _gather(sched.alphas_bar, t, xt)
+        m = torch.as_tensor(mean, dtype=xt.dtype, device=xt.device)
+        s2 = torch.as_tensor(std, dtype=xt.dtype, device=xt.device) ** 2
+        # \epsilon^*(x_t, t) = \sqrt{1-\bar\alpha_t} (x_t - \sqrt{\bar\alpha_t} m)
+        #                      / (\bar\alpha_t s^2 + 1 - \bar\alpha_t)
+        return (1 - a_bar).sqrt() * (xt - a_bar.sqrt() * m) / (a_bar * s2 + 1 - a_bar)
+
+    return eps_model
+
+
+def make_diffusion_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Schedule,
+                        batch: Callable[[int], Tensor | tuple[Tensor, ...]], *,
+                        ema: torch.nn.Module | None = None, lr_scheduler=None,
+                        grad_clip: float | None = 1.0, amp: torch.dtype | None = None,
+                        generator: torch.Generator | None = None) -> Callable[[int], dict[str, float]]:
+    """A ``train.fit`` step: the simple loss on ``batch(i)`` (its first tensor is x_0), Adam, EMA update.
+
+    ``model(x_t, t)`` predicts eps; ``ema`` is an ``AveragedModel`` of it (see ``unet.ema``).
+    ``amp=torch.bfloat16`` runs the network under autocast (on CPUs with bf16 units it halves the
+    time of a step; the weights, the optimiser and the loss stay float32).
+    """
+    def step(i: int) -> dict[str, float]:
+        x0 = batch(i)
+        x0 = x0[0] if isinstance(x0, (tuple, list)) else x0
+        model.train()
+        with torch.autocast(device_type=x0.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = diffusion_loss(model, sched, x0, generator=generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        return {"loss": loss.item()}
+
+    return step

@@ -1,0 +1,127 @@
+"""Every shipped generator of the course behind one interface, for chapter 10's comparison table.
+
+A ``Sampler`` says how to draw images in [0, 1] from one shipped checkpoint (``pretrained``) and how
+many network evaluations an image costs. ``SAMPLERS`` lists a row for every model of the course;
+``available()`` keeps those whose checkpoint is shipped, so re-running the lab after a new
+checkpoint lands adds its row automatically. To add a model: ship its checkpoint and add an entry.
+
+    for name, s in zoo.available().items():
+        model = pretrained.load(s.checkpoint, device)
+        images = s.sample(model, 100, torch.Generator(device=device).manual_seed(0))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import metrics, pretrained
+
+Tensor = torch.Tensor
+SampleFn = Callable[[nn.Module, int, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How to draw n images in [0, 1] from shipped checkpoint ``checkpoint``."""
+
+    label: str  # the row's name in the table
+    checkpoint: str  # name in pretrained.available()
+    chapter: int  # chapter that trains it
+    evaluations: int  # network evaluations per image (sequential steps of the sampler)
+    sample: SampleFn | None  # (model, n, generator) -> (n, 1, 28, 28) in [0, 1]; None: not written yet
+    note: str = ""  # why a row is missing, or how it is sampled
+
+
+def _vae(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    return model.sample(n, g)  # mean images sigmoid(logits) of z ~ N(0, I)
+
+
+def _gan(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    from .gan import from_tanh_range
+
+    return from_tanh_range(model.sample(n, generator=g))
+
+
+def _conditional_gan(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    from .gan import from_tanh_range
+
+    y = torch.arange(n, device=g.device) % model.config.n_classes  # balanced labels 0, 1, ..., 9, 0, ...
+    return from_tanh_range(model.sample(n, y=y, generator=g))
+
+
+def _diffusion(steps: int | None) -> SampleFn:
+    """DDPM ancestral sampling (steps None: all T) or deterministic DDIM with ``steps`` steps."""
+    def sample(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+        from .diffusion import ddim_sample, ddpm_sample, linear_schedule
+
+        sched = linear_schedule(1000)  # the shipped ddpm_mnist's schedule (its provenance says so)
+        device = next(model.parameters()).device
+        shape = (n, 1, 28, 28)
+        with torch.no_grad():
+            x = (ddpm_sample(model, sched, shape, generator=g, clip_x0=1.0, device=device) if steps is None
+                 else ddim_sample(model, sched, shape, steps=steps, generator=g, clip_x0=1.0, device=device))
+        return ((x + 1) / 2).clamp(0, 1)
+    return sample
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "vae_mlp": Sampler("VAE (MLP, K = 20)", "vae_mlp", 5, 1, _vae),
+    "vae_conv": Sampler("VAE (conv, K = 16)", "vae_conv", 5, 1, _vae),
+    "gan": Sampler("GAN (MLP)", "gan_mlp_mnist", 6, 1, _gan),
+    "dcgan": Sampler("DCGAN", "dcgan_mnist", 6, 1, _gan),
+    "cdcgan": Sampler("conditional DCGAN", "cdcgan_mnist", 6, 1, _conditional_gan,
+                      "balanced labels 0..9"),
+    "wgan_gp": Sampler("WGAN-GP", "wgan_gp_mnist", 7, 1, _gan),
+    "sngan": Sampler("SNGAN", "sngan_mnist", 7, 1, _gan),
+    "ddpm": Sampler("DDPM (1000 steps)", "ddpm_mnist", 8, 1000, _diffusion(None)),
+    "ddim50": Sampler("DDIM (50 steps)", "ddpm_mnist", 8, 50, _diffusion(50)),
+    "ddim10": Sampler("DDIM (10 steps)", "ddpm_mnist", 8, 10, _diffusion(10)),
+    "cfg": Sampler("classifier-free guidance", "cfg_mnist", 9, 50, None,
+                   "chapter 9 (guidance) has no shipped checkpoint or sampler yet"),
+    "latent_diffusion": Sampler("latent diffusion", "ldm_mnist", 9, 50, None,
+                                "chapter 9 (latent diffusion) has no shipped checkpoint or sampler yet"),
+}
+
+
+def available(shipped: list[str] | None = None) -> dict[str, Sampler]:
+    """The entries of ``SAMPLERS`` that can run now: a sample function and a shipped checkpoint."""
+    shipped = pretrained.available() if shipped is None else shipped
+    return {k: s for k, s in SAMPLERS.items() if s.sample is not None and s.checkpoint in shipped}
+
+
+def missing(shipped: list[str] | None = None) -> dict[str, str]:
+    """{entry: reason} for the rows of ``SAMPLERS`` that cannot run yet."""
+    shipped = pretrained.available() if shipped is None else shipped
+    return {k: (s.note if s.sample is None else f"checkpoint {s.checkpoint!r} is not shipped yet")
+            for k, s in SAMPLERS.items() if k not in available(shipped)}
+
+
+def sample_in_batches(sample: SampleFn, model: nn.Module, n: int, generator: torch.Generator,
+                      batch_size: int = 500) -> Tensor:
+    """n images from ``sample`` drawn in batches of at most ``batch_size`` (bounded memory)."""
+    return torch.cat([sample(model, min(batch_size, n - k), generator) for k in range(0, n, batch_size)])
+
+
+def scores(samples: Tensor, reference: Tensor, train: Tensor, held_out: Tensor,
+           k: int = 3) -> dict[str, float]:
+    """All quality and diversity columns of the table for ``samples`` (N, 1, 28, 28) in [0, 1].
+
+    ``reference``: features (M, D) of the real reference images (FID and recall; precision/recall
+    use its first N rows, so both sets have the same size); ``train``: training images for the
+    memorisation ratio, with ``held_out`` real images (not in ``train``) as its yardstick.
+    """
+    feats = metrics.features(samples)
+    n = len(samples)
+    precision, recall = metrics.precision_recall(feats, reference[:n].to(feats.device), k=k)
+    return {
+        "fid": metrics.fid(feats, metrics.statistics(reference)),
+        "inception_score": metrics.inception_score(samples, splits=10)[0],
+        "precision": precision,
+        "recall": recall,
+        "min_class_share": metrics.class_coverage(samples).min_share,
+        "nn_ratio": metrics.memorisation_ratio(samples, train, held_out),
+    }

@@ -1,0 +1,263 @@
+"""Oracle tests of course_lib.diffusion: closed forms vs Monte Carlo, brute-force Gaussian
+conditioning, exact predictors, and DDIM vs DDPM step by step."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from course_lib import diffusion as D
+
+
+@pytest.fixture(scope="module")
+def sched():
+    return D.linear_schedule(1000)
+
+
+@pytest.mark.parametrize("make", [D.linear_schedule, D.cosine_schedule])
+def test_schedules_float64_and_alpha_bar_strictly_decreasing_in_unit_interval(make):
+    s = make(1000)
+    assert s.T == 1000
+    for name in ("betas", "alphas", "alphas_bar", "alphas_bar_prev", "posterior_variance"):
+        assert getattr(s, name).dtype == torch.float64
+    assert torch.all((s.alphas_bar > 0) & (s.alphas_bar < 1))
+    assert torch.all(s.alphas_bar[1:] < s.alphas_bar[:-1])
+    # alpha-bar_t is the running product of alpha_s, and alpha-bar_{t-1} is it shifted by one
+    products = torch.tensor([math.prod(s.alphas[: t + 1].tolist()) for t in range(1000)], dtype=torch.float64)
+    assert torch.allclose(s.alphas_bar, products, rtol=1e-10)
+    assert s.alphas_bar_prev[0] == 1 and torch.equal(s.alphas_bar_prev[1:], s.alphas_bar[:-1])
+    assert s.alphas_bar[-1] < 1e-4  # x_{T-1} is (almost) pure noise for both schedules
+    assert torch.all(s.snr()[1:] < s.snr()[:-1])
+
+
+def test_linear_schedule_endpoints_and_cosine_formula():
+    s = D.linear_schedule(1000)
+    assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    c = D.cosine_schedule(1000, s=0.008)
+    u = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    f = lambda u: torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    target = f(u) / f(torch.zeros(1, dtype=torch.float64))
+    # unclipped steps reproduce alpha-bar(u) = f(u)/f(0) exactly; only the very last beta is clipped
+    assert torch.allclose(c.alphas_bar[:-1], target[:-1], rtol=1e-9)
+    assert c.betas.max().item() <= 0.999
+
+
+def test_q_sample_moments_match_closed_form(sched):
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    x0 = torch.full((n, 1), 0.7, dtype=torch.float64)
+    for t in (0, 10, 300, 999):
+        xt = D.q_sample(sched, x0, torch.full((n,), t), generator=g)
+        a = sched.alphas_bar[t].item()
+        mean, var = math.sqrt(a) * 0.7, 1 - a
+        assert abs(xt.mean().item() - mean) < 4 * math.sqrt(var / n)
+        assert abs(xt.var().item() - var) < 4 * var * math.sqrt(2 / n)
+
+
+def test_q_sample_is_the_chain_of_single_steps():
+    """q(x_t | x_0) in closed form equals T small steps x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z."""
+    s = D.linear_schedule(50, 1e-3, 0.2)
+    g = torch.Generator().manual_seed(1)
+    n = 200_000
+    x = torch.full((n,), -1.3, dtype=torch.float64)
+    for t in range(s.T):
+        x = (1 - s.betas[t]).sqrt() * x + s.betas[t].sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
+    a = s.alphas_bar[-1].item()
+    assert abs(x.mean().item() - math.sqrt(a) * -1.3) < 4 * math.sqrt((1 - a) / n)
+    assert abs(x.var().item() - (1 - a)) < 4 * (1 - a) * math.sqrt(2 / n)
+
+
+def test_q_posterior_equals_brute_force_gaussian_conditioning(sched):
+    """Condition the joint Gaussian of (x_{t-1}, x_t) | x_0 on x_t, with the generic formula."""
+    x0 = torch.tensor([[0.3], [-1.1], [2.0]], dtype=torch.float64)
+    xt = torch.tensor([[0.5], [0.1], [-0.4]], dtype=torch.float64)
+    for t in (1, 5, 500, 999):
+        ab_prev, beta = sched.alphas_bar[t - 1].item(), sched.betas[t].item()
+        # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) e1;  x_t = sqrt(1 - beta) x_{t-1} + sqrt(beta) e2
+        m1, v1 = math.sqrt(ab_prev) * x0, 1 - ab_prev
+        m2, v2, c12 = math.sqrt(1 - beta) * m1, (1 - beta) * v1 + beta, math.sqrt(1 - beta) * v1
+        mean_bf = m1 + c12 / v2 * (xt - m2)
+        var_bf = v1 - c12**2 / v2
+        mean, var = D.q_posterior(sched, x0, xt, torch.full((3,), t))
+        assert torch.allclose(mean, mean_bf, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(var, torch.full_like(var, var_bf), rtol=1e-10)
+        # and the eps form of the mean: (x_t - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t)
+        eps = D.eps_from_x0(sched, xt, torch.full((3,), t), x0)
+        assert torch.allclose(D.p_mean(sched, xt, torch.full((3,), t), eps), mean, rtol=1e-9, atol=1e-12)
+    # at t = 0 (the paper's t = 1) the posterior is the point x_0
+    mean, var = D.q_posterior(sched, x0, xt, torch.zeros(3, dtype=torch.long))
+    assert torch.allclose(mean, x0) and torch.all(var == 0)
+
+
+def test_q_posterior_matches_multivariate_normal_conditioning_by_sampling():
+    """Monte Carlo: draw (x_{t-1}, x_t) jointly, keep x_t near a value, compare the conditional moments."""
+    s = D.linear_schedule(10, 0.05, 0.3)
+    t, x0v, xtv = 6, 0.8, 0.2
+    ab_prev, beta = s.alphas_bar[t - 1].item(), s.betas[t].item()
+    cov = torch.tensor([[1 - ab_prev, math.sqrt(1 - beta) * (1 - ab_prev)],
+                        [math.sqrt(1 - beta) * (1 - ab_prev), (1 - beta) * (1 - ab_prev) + beta]],
+                       dtype=torch.float64)
+    loc = torch.tensor([math.sqrt(ab_prev), math.sqrt(ab_prev * (1 - beta))], dtype=torch.float64) * x0v
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3_000_000, 2, generator=g, dtype=torch.float64)
+    pairs = loc + z @ torch.linalg.cholesky(cov).T
+    near = pairs[(pairs[:, 1] - xtv).abs() < 0.01, 0]
+    mean, var = D.q_posterior(s, torch.tensor([[x0v]], dtype=torch.float64),
+                              torch.tensor([[xtv]], dtype=torch.float64), torch.tensor([t]))
+    assert abs(near.mean().item() - mean.item()) < 4 * math.sqrt(var.item() / near.numel()) + 2e-3
+    assert abs(near.var().item() - var.item()) < 0.05 * var.item()
+
+
+def test_predict_x0_inverts_q_sample(sched):
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    eps = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    t = torch.tensor([0, 1, 100, 700, 999])
+    xt = D.q_sample(sched, x0, t, eps)
+    assert torch.allclose(D.predict_x0(sched, xt, t, eps), x0, atol=1e-9)
+    assert torch.allclose(D.eps_from_x0(sched, xt, t, x0), eps, atol=1e-9)
+
+
+def test_L_t_minus_1_kl_equals_weighted_eps_error(sched):
+    """KL(q(x_{t-1}|x_t,x_0) || N(mu_theta, sigma_t^2)) = const(t) + w_t ||eps - eps_theta||^2."""
+    g = torch.Generator().manual_seed(4)
+    d = 6
+    x0 = torch.randn(1, d, dtype=torch.float64, generator=g)
+    eps = torch.randn(1, d, dtype=torch.float64, generator=g)
+    for variance in ("beta_tilde", "beta"):
+        for t in (1, 30, 600, 999):
+            tt = torch.tensor([t])
+            xt = D.q_sample(sched, x0, tt, eps)
+            mu_q, var_q = D.q_posterior(sched, x0, xt, tt)
+            sigma2 = D.reverse_variance(sched, variance)[t].item()
+            const = kl_divergence(Normal(mu_q, var_q.sqrt()), Normal(mu_q, math.sqrt(sigma2))).sum()
+            for _ in range(3):
+                eps_theta = eps + 0.3 * torch.randn(1, d, dtype=torch.float64, generator=g)
+                kl = kl_divergence(Normal(mu_q, var_q.sqrt()),
+                                   Normal(D.p_mean(sched, xt, tt, eps_theta), math.sqrt(sigma2))).sum()
+                weighted = D.loss_weight(sched, tt, variance) * ((eps - eps_theta) ** 2).sum()
+                assert torch.allclose(kl - const, weighted, rtol=1e-7)
+    with pytest.raises(ValueError, match="L_0"):
+        D.loss_weight(sched, 0)
+
+
+def test_oracle_eps_one_point_data_ddpm_and_ddim_recover_it(sched):
+    g = torch.Generator().manual_seed(5)
+    point = torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64)
+    oracle = D.gaussian_data_eps(sched, point[0], 0.0)
+    x = D.ddpm_sample(oracle, sched, (3, 1, 4, 4), generator=g, dtype=torch.float64)
+    assert torch.allclose(x, point.expand(3, -1, -1, -1), atol=1e-8)
+    x = D.ddpm_sample(oracle, sched, (3, 1, 4, 4), generator=g, dtype=torch.float64, variance="beta")
+    assert torch.allclose(x, point.expand(3, -1, -1, -1), atol=1e-8)
+    for steps in (1000, 50, 10, 1):
+        x = D.ddim_sample(oracle, sched, (3, 1, 4, 4), steps=steps, generator=g, dtype=torch.float64)
+        assert torch.allclose(x, point.expand(3, -1, -1, -1), atol=1e-8)
+    x = D.ddim_sample(oracle, sched, (3, 1, 4, 4), steps=20, eta=1.0, generator=g, dtype=torch.float64)
+    assert torch.allclose(x, point.expand(3, -1, -1, -1), atol=1e-8)
+
+
+def test_ddim_eta_one_on_all_steps_is_the_ddpm_step(sched):
+    g = torch.Generator().manual_seed(6)
+    eps_model = D.gaussian_data_eps(sched, 0.5, 0.8)
+    for t in (999, 500, 37, 1, 0):
+        xt = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        z = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        eps = eps_model(xt, torch.full((4,), t))
+        a = D.ddpm_step(sched, eps, xt, t, z)
+        b = D.ddim_step(sched, eps, xt, t, t - 1, eta=1.0, noise=z)
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    # whole runs from the same x_T and the same generator state: the same samples
+    x_T = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    a = D.ddpm_sample(eps_model, sched, (8, 2), x_T=x_T, generator=torch.Generator().manual_seed(9),
+                      dtype=torch.float64)
+    b = D.ddim_sample(eps_model, sched, (8, 2), steps=1000, eta=1.0, x_T=x_T,
+                      generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_ddim_timesteps_spacing():
+    assert D.ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    assert D.ddim_timesteps(1000, 10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+    for steps in (1, 2, 7, 50, 333):
+        ts = D.ddim_timesteps(1000, steps)
+        assert len(ts) == len(set(ts)) == steps and ts[0] == 999
+        assert all(b < a for a, b in zip(ts, ts[1:], strict=False))
+
+
+def test_gaussian_data_sampler_output_moments():
+    """For x_0 ~ N(m, s^2) the exact eps-predictor makes both samplers return (nearly) N(m, s^2)."""
+    sched = D.linear_schedule(1000)
+    m, s = 1.5, 0.4
+    eps_model = D.gaussian_data_eps(sched, m, s)
+    n = 10_000
+    f64 = {"dtype": torch.float64}
+    for x in (D.ddpm_sample(eps_model, sched, (n, 1), generator=torch.Generator().manual_seed(7), **f64),
+              D.ddim_sample(eps_model, sched, (n, 1), steps=100, generator=torch.Generator().manual_seed(8),
+                            **f64)):
+        assert abs(x.mean().item() - m) < 4 * s / math.sqrt(n) + 0.01
+        assert abs(x.std().item() - s) < 0.02 * s + 4 * s / math.sqrt(2 * n)
+
+
+def test_diffusion_loss_with_oracle_is_zero_and_seeded(sched):
+    point = torch.tensor([[0.2, -0.5]], dtype=torch.float64)
+    oracle = D.gaussian_data_eps(sched, point[0], 0.0)
+    x0 = point.expand(16, 2)
+    assert D.diffusion_loss(oracle, sched, x0, generator=torch.Generator().manual_seed(0)).item() < 1e-16
+    def zero(x, t):  # predicting 0 has the loss E||eps||^2 / d = 1
+        return torch.zeros_like(x)
+
+    losses = [D.diffusion_loss(zero, sched, torch.zeros(4096, 4), generator=torch.Generator().manual_seed(k))
+              for k in (1, 1)]
+    assert losses[0].item() == losses[1].item()
+    assert abs(losses[0].item() - 1) < 4 * math.sqrt(2 / (4096 * 4))
+
+
+def test_same_seed_same_samples(sched):
+    eps_model = D.gaussian_data_eps(sched, 0.0, 1.0)
+    short = D.linear_schedule(100, 1e-3, 0.2)
+    a = D.ddpm_sample(eps_model, short, (5, 3), generator=torch.Generator().manual_seed(3))
+    b = D.ddpm_sample(eps_model, short, (5, 3), generator=torch.Generator().manual_seed(3))
+    c = D.ddim_sample(eps_model, sched, (5, 3), steps=10, eta=0.5, generator=torch.Generator().manual_seed(3))
+    d = D.ddim_sample(eps_model, sched, (5, 3), steps=10, eta=0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and torch.equal(c, d)
+    x, traj = D.ddim_sample(eps_model, sched, (5, 3), steps=10, generator=torch.Generator().manual_seed(3),
+                            return_trajectory=True)
+    assert traj.shape == (11, 5, 3) and torch.equal(traj[-1], x)
+
+
+def test_bad_inputs_raise_clear_errors(sched):
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"\[0, T-1\]"):
+        D.q_sample(sched, x, torch.tensor([0, 1000]))
+    with pytest.raises(ValueError, match=r"\[0, T-1\]"):
+        D.q_sample(sched, x, torch.tensor([-1, 0]))
+    with pytest.raises(TypeError, match="integer"):
+        D.q_sample(sched, x, torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="shape"):
+        D.q_sample(sched, x, torch.tensor([0, 1, 2]))
+    for T in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="T"):
+            D.linear_schedule(T)
+        with pytest.raises(ValueError, match="T"):
+            D.cosine_schedule(T)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        D.Schedule.from_betas([0.1, 1.0])
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        D.linear_schedule(10, 0.0, 0.1)
+    with pytest.raises(ValueError, match="steps"):
+        D.ddim_sample(lambda x, t: x, sched, (2, 3), steps=1001)
+    with pytest.raises(ValueError, match="steps"):
+        D.ddim_sample(lambda x, t: x, sched, (2, 3), steps=0)
+    with pytest.raises(ValueError, match="steps"):
+        D.ddim_sample(lambda x, t: x, sched, (2, 3), steps=[10, 20])
+    with pytest.raises(ValueError, match="eta"):
+        D.ddim_sample(lambda x, t: x, sched, (2, 3), steps=10, eta=-0.1)
+    with pytest.raises(ValueError, match="shape"):
+        D.ddpm_sample(lambda x, t: x, sched, (2, 0))
+    with pytest.raises(ValueError, match="x_T"):
+        D.ddim_sample(lambda x, t: x, sched, (2, 3), x_T=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="shape"):
+        D.q_posterior(sched, torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="variance"):
+        D.reverse_variance(sched, "sigma")

@@ -1,0 +1,48 @@
+"""zoo: the registry of sample functions behind chapter 10's table."""
+
+import pytest
+import torch
+
+from course_lib import data, gan, vae, zoo
+
+
+def test_available_and_missing_follow_the_shipped_checkpoints():
+    assert set(zoo.available(shipped=[])) == set()
+    rows = zoo.available(shipped=["vae_conv", "ddpm_mnist"])
+    assert set(rows) == {"vae_conv", "ddpm", "ddim50", "ddim10"}
+    gone = zoo.missing(shipped=["vae_conv"])
+    assert "vae_conv" not in gone and "not shipped" in gone["dcgan"] and "chapter 9" in gone["cfg"]
+    assert set(gone) | set(zoo.available(shipped=["vae_conv"])) == set(zoo.SAMPLERS)
+
+
+def test_every_written_sampler_names_its_cost():
+    for s in zoo.SAMPLERS.values():
+        assert s.evaluations >= 1 and s.label and s.checkpoint
+        assert s.sample is not None or s.note
+
+
+@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan"])
+def test_samplers_return_images_in_the_unit_interval(name):
+    torch.manual_seed(0)
+    image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
+    model = {"vae_mlp": lambda: vae.VAE(vae.VAEConfig(latent_dim=3, hidden_dims=(8,))),
+             "gan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image)),
+             "cdcgan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image, n_classes=10))}[name]().eval()
+    g = torch.Generator().manual_seed(1)
+    x = zoo.sample_in_batches(zoo.SAMPLERS[name].sample, model, 7, g, batch_size=3)
+    assert x.shape == (7, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    again = zoo.sample_in_batches(zoo.SAMPLERS[name].sample, model, 7, torch.Generator().manual_seed(1), 3)
+    assert torch.equal(x, again)
+
+
+def test_scores_of_real_and_copied_digits():
+    digits = data.load_mnist("train", device="cpu", limit=1000, verbose=False, download=False).images
+    train, held_out = digits[:600], digits[600:]
+    from course_lib import metrics
+
+    ref = metrics.features(held_out)
+    real = zoo.scores(held_out[:200], ref[200:], train, held_out[200:])
+    copies = zoo.scores(train[:200], ref[200:], train, held_out[200:])
+    assert copies["nn_ratio"] < 0.05 < 0.5 < real["nn_ratio"]
+    for row in (real, copies):
+        assert 0 < row["fid"] and 1 <= row["inception_score"] <= 10 and 0 <= row["precision"] <= 1
