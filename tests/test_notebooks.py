@@ -36,6 +36,14 @@ def test_lab_has_outputs_and_no_errors(lab):
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.stem)
+def test_no_stored_stderr(lab):
+    # The book drops stderr with a warning (stderr_output: remove-warn), which -W turns into an error.
+    streams = [i for i, c in enumerate(code_cells(lab)) for o in c["outputs"]
+               if o["output_type"] == "stream" and o.get("name") == "stderr"]
+    assert not streams, f"{lab.name}: code cells {streams} store stderr (a warning?); silence it at its source"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.stem)
 def test_execution_counts_in_order(lab):
     counts = [c["execution_count"] for c in code_cells(lab)]
     assert None not in counts, f"{lab.name} has unexecuted code cells"
