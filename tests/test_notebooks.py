@@ -40,7 +40,8 @@ def test_no_stored_stderr(lab):
     # The book drops stderr with a warning (stderr_output: remove-warn), which -W turns into an error.
     streams = [i for i, c in enumerate(code_cells(lab)) for o in c["outputs"]
                if o["output_type"] == "stream" and o.get("name") == "stderr"]
-    assert not streams, f"{lab.name}: code cells {streams} store stderr (a warning?); silence it at its source"
+    assert not streams, (f"{lab.name}: code cells {streams} store stderr (a warning?); "
+                         "silence it at its source")
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.stem)
