@@ -165,20 +165,22 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "n_eval": 300, "n_ddpm": 80, "n_traj": 8},
     },
     "09_guidance": {
-        # toy_n / toy_steps: 2-D points and DDIM steps of the closed-form (Gaussian-mixture) guidance
-        # figures; gammas: classifier-free guidance scales compared (0: unconditional, 1: conditional);
+        # (the closed-form 2-D guidance toy runs on the theory page, not in the lab)
+        # gammas: classifier-free guidance weights compared (0: unconditional, 1: conditional);
         # n_per_class: columns of the class-by-row grids; ddim_steps: DDIM steps of every image sample;
-        # n_eval: samples per gamma for the classifier accuracy and the FID; cg_scales / n_cg /
+        # n_eval: samples per gamma for the classifier accuracy and the FID (and held-out digits for
+        # the noisy classifier's accuracy against t); cg_scales / n_cg /
         # cg_steps: classifier-guidance scales, images per scale and DDIM steps (eps-form);
-        # n_ldm: latent-diffusion samples; n_timing: training steps timed for the cost comparison;
+        # n_ldm: latent-diffusion samples, also N of the cost comparison's FIDs and speeds;
+        # n_timing: training steps timed per model for the cost comparison;
         # cddpm_steps / classifier_steps / ae_steps / ldm_steps: steps when training from scratch (on a
         # GPU; the shipped checkpoints are used on a CPU after demo_steps), batch_size / lr as chapter 8;
         # checkpoint_every: steps between checkpoints
-        "fast": {"toy_n": 2_000, "toy_steps": 50, "gammas": (0.0, 1.0, 3.0, 5.0), "n_per_class": 1,
+        "fast": {"gammas": (0.0, 1.0, 3.0, 5.0), "n_per_class": 1,
                  "ddim_steps": 10, "n_eval": 20, "cg_scales": (0.0, 3.0), "n_cg": 10, "cg_steps": 10,
-                 "n_ldm": 20, "n_timing": 3, "demo_steps": 3, "cddpm_steps": 20, "classifier_steps": 20,
+                 "n_ldm": 20, "n_timing": 2, "demo_steps": 3, "cddpm_steps": 20, "classifier_steps": 20,
                  "ae_steps": 20, "ldm_steps": 20, "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100},
-        "full": {"toy_n": 20_000, "toy_steps": 100, "gammas": (0.0, 1.0, 2.0, 3.0, 5.0, 7.5),
+        "full": {"gammas": (0.0, 1.0, 2.0, 3.0, 5.0, 7.5),
                  "n_per_class": 10, "ddim_steps": 50, "n_eval": 500, "cg_scales": (0.0, 1.0, 3.0, 10.0),
                  "n_cg": 100, "cg_steps": 100, "n_ldm": 500, "n_timing": 20, "demo_steps": 50,
                  "cddpm_steps": 8_000, "classifier_steps": 3_000, "ae_steps": 3_000, "ldm_steps": 8_000,

@@ -433,7 +433,11 @@ def gaussian_mixture_eps(sched: Schedule, means: Tensor, stds: Tensor | Sequence
     """
     means = torch.as_tensor(means, dtype=torch.float64)
     stds = torch.as_tensor(stds, dtype=torch.float64).reshape(-1)
-    weights = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    given = torch.as_tensor(weights)
+    weights = given.to(torch.float64).reshape(-1)
+    tol = 1e-9 if given.dtype == torch.float64 else 1e-5  # float32 weights sum to one only to ~1e-7
+    if weights.numel() and abs(weights.sum().item() - 1) <= tol:
+        weights = weights / weights.sum()  # exact in float64, for log_mixture's strict check
     if means.ndim < 2 or not means.shape[0] == stds.numel() == weights.numel():
         raise ValueError(f"need means (K, ...) with one row per component and stds, weights of shape (K,); "
                          f"got {tuple(means.shape)}, {tuple(stds.shape)}, {tuple(weights.shape)}.")

@@ -311,6 +311,10 @@ def test_gaussian_mixture_eps_bad_inputs_raise(sched):
         D.gaussian_mixture_eps(sched, means, [1.0, -1.0], [0.5, 0.5])
     with pytest.raises(ValueError, match="sum to 1"):
         D.gaussian_mixture_eps(sched, means, [1.0, 1.0], [0.5, 0.6])
+    # float32 weights that sum to one up to float32 rounding are accepted (and renormalised)
+    six = D.gaussian_mixture_eps(sched, torch.zeros(6, 2), [1.0] * 6, torch.full((6,), 1 / 6))
+    x, t = torch.ones(2, 2), torch.tensor([3, 3])
+    assert torch.allclose(six(x, t), D.gaussian_data_eps(sched, 0.0, 1.0)(x, t), atol=1e-6)
     with pytest.raises(ValueError, match="like the component means"):
         D.gaussian_mixture_eps(sched, means, [1.0, 1.0], [0.5, 0.5])(torch.zeros(3, 3),
                                                                      torch.tensor([0, 1, 1]))
