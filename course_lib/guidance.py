@@ -99,7 +99,7 @@ def guided_eps(model: torch.nn.Module, y: Tensor, gamma: float) -> Callable[[Ten
     """An ``eps_model(x_t, t)`` for chapter 8's samplers: ``cfg_eps`` with fixed labels y and scale gamma.
 
     ``model`` is a class-conditional ``UNet`` (its ``null_label`` is the reserved label); y: (B,) for a
-    batch of B samples. gamma = 1 skips the unconditional pass (it would be multiplied by zero).
+    batch of B samples. gamma = 1 and gamma = 0 need one pass, eps(x_t, y) or eps(x_t, null), not two.
     """
     null_label = getattr(model, "null_label", None)
     if null_label is None:
@@ -112,6 +112,8 @@ def guided_eps(model: torch.nn.Module, y: Tensor, gamma: float) -> Callable[[Ten
             raise ValueError(f"guided_eps was built for {y.shape[0]} labels, got a batch of {xt.shape[0]}.")
         if gamma == 1:
             return model(xt, t, y.to(xt.device))
+        if gamma == 0:
+            return model(xt, t, torch.full_like(y, null_label).to(xt.device))
         return cfg_eps(model, xt, t, y, gamma, null_label)
 
     return eps

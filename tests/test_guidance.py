@@ -114,14 +114,15 @@ def test_guided_eps_in_the_samplers_gives_the_class_or_the_mixture(sched):
     assert torch.equal(a, b) and torch.isfinite(a).all()
 
 
-def test_guided_eps_at_gamma_1_skips_the_unconditional_pass():
+def test_guided_eps_at_gamma_1_and_0_needs_one_pass():
     model = FakeConditional()
     y, x, t = torch.tensor([0, 2]), torch.randn(2, 3), torch.tensor([4, 4])
-    eps = G.guided_eps(model, y, 1.0)
-    assert torch.equal(eps(x, t), model(x, t, y))
-    model.calls = 0
-    eps(x, t)
-    assert model.calls == 1
+    for gamma, labels in ((1.0, y), (0.0, torch.full_like(y, model.null_label))):
+        eps = G.guided_eps(model, y, gamma)
+        assert torch.equal(eps(x, t), model(x, t, labels))
+        model.calls = 0
+        eps(x, t)
+        assert model.calls == 1
     assert torch.allclose(G.guided_eps(model, y, 2.5)(x, t), G.cfg_eps(model, x, t, y, 2.5, 3))
 
 
