@@ -180,9 +180,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "ddim_steps": 10, "n_eval": 20, "cg_scales": (0.0, 3.0), "n_cg": 10, "cg_steps": 10,
                  "n_ldm": 20, "n_timing": 2, "demo_steps": 3, "cddpm_steps": 20, "classifier_steps": 20,
                  "ae_steps": 20, "ldm_steps": 20, "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100},
-        "full": {"gammas": (0.0, 1.0, 2.0, 3.0, 5.0, 7.5),
-                 "n_per_class": 10, "ddim_steps": 50, "n_eval": 500, "cg_scales": (0.0, 1.0, 3.0, 10.0),
-                 "n_cg": 100, "cg_steps": 100, "n_ldm": 500, "n_timing": 20, "demo_steps": 50,
+        "full": {"gammas": (0.0, 1.0, 2.0, 3.0, 5.0),
+                 "n_per_class": 10, "ddim_steps": 50, "n_eval": 300, "cg_scales": (0.0, 1.0, 3.0, 10.0),
+                 "n_cg": 100, "cg_steps": 50, "n_ldm": 300, "n_timing": 20, "demo_steps": 50,
                  "cddpm_steps": 8_000, "classifier_steps": 3_000, "ae_steps": 3_000, "ldm_steps": 8_000,
                  "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500},
     },
@@ -196,7 +196,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         # experiments; repeats: subsets averaged per N
         "fast": {"n_table": 300, "max_evaluations": 1_000, "n_min": 200, "n_speed": 2,
                  "ns": (100, 150, 200, 300), "n_pitfall": 300, "repeats": 1},
-        "full": {"n_table": 5_000, "max_evaluations": 10_000, "n_min": 200, "n_speed": 4,
+        "full": {"n_table": 5_000, "max_evaluations": 20_000, "n_min": 200, "n_speed": 4,
                  "ns": (250, 500, 1_000, 2_000, 5_000), "n_pitfall": 5_000, "repeats": 3},
     },
 }

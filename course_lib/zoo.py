@@ -34,6 +34,7 @@ class Sampler:
     evaluations: int  # network evaluations per image (sequential steps of the sampler)
     sample: SampleFn | None  # (model, n, generator) -> (n, 1, 28, 28) in [0, 1]; None: not written yet
     note: str = ""  # why a row is missing, or how it is sampled
+    requires: tuple[str, ...] = ()  # further shipped checkpoints the sample function loads itself
 
 
 def _vae(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
@@ -68,6 +69,40 @@ def _diffusion(steps: int | None) -> SampleFn:
     return sample
 
 
+GUIDANCE_SCALE = 2.0  # gamma of the chapter-9 rows (1: the plain conditional model; see chapter 9)
+
+
+def _balanced_labels(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device) % 10  # 0, 1, ..., 9, 0, ...
+
+
+def _cfg(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    """DDIM-50 on chapter 9's class-conditional DDPM, guided with gamma = GUIDANCE_SCALE."""
+    from .diffusion import ddim_sample, linear_schedule
+    from .guidance import guided_eps
+
+    device = next(model.parameters()).device
+    eps = guided_eps(model, _balanced_labels(n, device), GUIDANCE_SCALE)
+    with torch.no_grad():
+        x = ddim_sample(eps, linear_schedule(1000), (n, 1, 28, 28), steps=50, generator=g, clip_x0=1.0,
+                        device=device)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _latent_diffusion(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    """DDIM-50 in the latent space of ``latent_ae_mnist``, guided with gamma = GUIDANCE_SCALE, decoded."""
+    from .diffusion import linear_schedule
+    from .latent import latent_sample
+
+    device = next(model.parameters()).device
+    autoencoder = pretrained.load("latent_ae_mnist", device)
+    with torch.no_grad():
+        return latent_sample(model, autoencoder, linear_schedule(1000), n, steps=50,
+                             y=_balanced_labels(n, device), gamma=GUIDANCE_SCALE, generator=g, device=device)
+
+
+_EVALS_GUIDED = 50 * (1 if GUIDANCE_SCALE in (0.0, 1.0) else 2)  # two predictions per step when guided
+
 SAMPLERS: dict[str, Sampler] = {
     "vae_mlp": Sampler("VAE (MLP, K = 20)", "vae_mlp", 5, 1, _vae),
     "vae_conv": Sampler("VAE (conv, K = 16)", "vae_conv", 5, 1, _vae),
@@ -80,24 +115,30 @@ SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler("DDPM (1000 steps)", "ddpm_mnist", 8, 1000, _diffusion(None)),
     "ddim50": Sampler("DDIM (50 steps)", "ddpm_mnist", 8, 50, _diffusion(50)),
     "ddim10": Sampler("DDIM (10 steps)", "ddpm_mnist", 8, 10, _diffusion(10)),
-    "cfg": Sampler("classifier-free guidance", "cfg_mnist", 9, 50, None,
-                   "chapter 9 (guidance) has no shipped checkpoint or sampler yet"),
-    "latent_diffusion": Sampler("latent diffusion", "ldm_mnist", 9, 50, None,
-                                "chapter 9 (latent diffusion) has no shipped checkpoint or sampler yet"),
+    "cfg": Sampler(f"CFG (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "cddpm_mnist", 9, _EVALS_GUIDED, _cfg,
+                   "balanced labels 0..9"),
+    "latent_diffusion": Sampler(f"latent diffusion (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "ldm_mnist", 9,
+                                _EVALS_GUIDED, _latent_diffusion,
+                                "balanced labels 0..9; the decoder of latent_ae_mnist adds one evaluation",
+                                requires=("latent_ae_mnist",)),
 }
 
 
 def available(shipped: list[str] | None = None) -> dict[str, Sampler]:
     """The entries of ``SAMPLERS`` that can run now: a sample function and a shipped checkpoint."""
     shipped = pretrained.available() if shipped is None else shipped
-    return {k: s for k, s in SAMPLERS.items() if s.sample is not None and s.checkpoint in shipped}
+    return {k: s for k, s in SAMPLERS.items()
+            if s.sample is not None and all(c in shipped for c in (s.checkpoint, *s.requires))}
 
 
 def missing(shipped: list[str] | None = None) -> dict[str, str]:
     """{entry: reason} for the rows of ``SAMPLERS`` that cannot run yet."""
     shipped = pretrained.available() if shipped is None else shipped
-    return {k: (s.note if s.sample is None else f"checkpoint {s.checkpoint!r} is not shipped yet")
-            for k, s in SAMPLERS.items() if k not in available(shipped)}
+    ready = available(shipped)
+    return {k: (s.note if s.sample is None else
+                "checkpoint " + ", ".join(repr(c) for c in (s.checkpoint, *s.requires) if c not in shipped)
+                + " not shipped yet")
+            for k, s in SAMPLERS.items() if k not in ready}
 
 
 def sample_in_batches(sample: SampleFn, model: nn.Module, n: int, generator: torch.Generator,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib import data, gan, vae, zoo
+from course_lib import data, gan, unet, vae, zoo
 
 
 def test_available_and_missing_follow_the_shipped_checkpoints():
@@ -11,8 +11,20 @@ def test_available_and_missing_follow_the_shipped_checkpoints():
     rows = zoo.available(shipped=["vae_conv", "ddpm_mnist"])
     assert set(rows) == {"vae_conv", "ddpm", "ddim50", "ddim10"}
     gone = zoo.missing(shipped=["vae_conv"])
-    assert "vae_conv" not in gone and "not shipped" in gone["dcgan"] and "chapter 9" in gone["cfg"]
+    assert "vae_conv" not in gone and "not shipped" in gone["dcgan"] and "cddpm_mnist" in gone["cfg"]
     assert set(gone) | set(zoo.available(shipped=["vae_conv"])) == set(zoo.SAMPLERS)
+
+
+def test_latent_diffusion_needs_its_autoencoder_too():
+    assert "latent_diffusion" not in zoo.available(shipped=["ldm_mnist"])
+    why = zoo.missing(shipped=["ldm_mnist"])["latent_diffusion"]
+    assert "latent_ae_mnist" in why and "ldm_mnist" not in why
+    assert "latent_diffusion" in zoo.available(shipped=["ldm_mnist", "latent_ae_mnist"])
+
+
+def test_guided_rows_count_two_predictions_per_step():
+    assert zoo.SAMPLERS["cfg"].evaluations == (100 if zoo.GUIDANCE_SCALE not in (0, 1) else 50)
+    assert f"{zoo.GUIDANCE_SCALE:g}" in zoo.SAMPLERS["cfg"].label
 
 
 def test_every_written_sampler_names_its_cost():
@@ -21,13 +33,15 @@ def test_every_written_sampler_names_its_cost():
         assert s.sample is not None or s.note
 
 
-@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan"])
+@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg"])
 def test_samplers_return_images_in_the_unit_interval(name):
     torch.manual_seed(0)
     image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
     model = {"vae_mlp": lambda: vae.VAE(vae.VAEConfig(latent_dim=3, hidden_dims=(8,))),
              "gan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image)),
-             "cdcgan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image, n_classes=10))}[name]().eval()
+             "cdcgan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image, n_classes=10)),
+             "cfg": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
+                                                      num_groups=4, num_classes=10))}[name]().eval()
     g = torch.Generator().manual_seed(1)
     x = zoo.sample_in_batches(zoo.SAMPLERS[name].sample, model, 7, g, batch_size=3)
     assert x.shape == (7, 1, 28, 28) and 0 <= x.min() and x.max() <= 1

@@ -71,7 +71,7 @@ def train(name: str, workdir: Path):
     from course_lib import data
 
     batches = data.Minibatches(images, labels, batch_size=BATCH, seed=SEED)
-    amp = _autocast_dtype(device)
+    amp = ch8.autocast_dtype(device)
     step = _timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
                                                 grad_clip=1.0, amp=amp, generator=gen, p_uncond=P_UNCOND))
 
@@ -117,12 +117,6 @@ LATENT_AE = latent.LatentAutoencoderConfig()  # latent 4x7x7, about 145k paramet
 AE_BATCH, AE_LR, AE_PENALTY = 128, 1e-3, 1e-3  # Adam; weight of the L2 penalty on the code
 # ldm_mnist: chapter 8's U-Net on the 4x7x7 latents, one level, class-conditional with label dropout
 LATENT_UNET = latent.latent_unet_config((4, 7, 7), num_classes=10, base_channels=64, num_res_blocks=2)
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CPUs and on GPUs with native bf16 (compute capability 8.0 and up), else float32 (None)."""
-    native = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
-    return torch.bfloat16 if (device.type == "cpu" or native) else None
 
 
 def _timed(inner):
@@ -231,7 +225,7 @@ def _train_ldm(name: str, workdir: Path, autoencoder: torch.nn.Module | None = N
     gen = torch.Generator().manual_seed(SEED + 4)
     sched = diffusion.linear_schedule(T)
     batches = data.Minibatches(latents, labels, batch_size=BATCH, seed=SEED)
-    amp = _autocast_dtype(device)
+    amp = ch8.autocast_dtype(device)
     step = _timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
                                                 grad_clip=1.0, amp=amp, generator=gen, p_uncond=P_UNCOND))
     planned = int(os.environ.get("LDM_STEPS", "20000"))
