@@ -196,7 +196,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         # experiments; repeats: subsets averaged per N
         "fast": {"n_table": 300, "max_evaluations": 1_000, "n_min": 200, "n_speed": 2,
                  "ns": (100, 150, 200, 300), "n_pitfall": 300, "repeats": 1},
-        "full": {"n_table": 5_000, "max_evaluations": 20_000, "n_min": 200, "n_speed": 4,
+        "full": {"n_table": 5_000, "max_evaluations": 50_000, "n_min": 200, "n_speed": 4,
                  "ns": (250, 500, 1_000, 2_000, 5_000), "n_pitfall": 5_000, "repeats": 3},
     },
 }
