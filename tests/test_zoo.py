@@ -40,8 +40,9 @@ def test_samplers_return_images_in_the_unit_interval(name):
     model = {"vae_mlp": lambda: vae.VAE(vae.VAEConfig(latent_dim=3, hidden_dims=(8,))),
              "gan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image)),
              "cdcgan": lambda: gan.MLPGenerator(gan.MLPGeneratorConfig(**image, n_classes=10)),
-             "cfg": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
-                                                      num_groups=4, num_classes=10))}[name]().eval()
+             "cfg": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
+                                                      attention_resolutions=(), num_groups=4,
+                                                      num_classes=10))}[name]().eval()
     g = torch.Generator().manual_seed(1)
     x = zoo.sample_in_batches(zoo.SAMPLERS[name].sample, model, 7, g, batch_size=3)
     assert x.shape == (7, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
