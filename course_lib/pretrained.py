@@ -38,6 +38,8 @@ from .config import data_dir
 
 MANIFEST = Path(__file__).with_name("checkpoints.json")
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # in a checkout: the repo's folder
+# beside the weights in a checkout: {name: entry} for every checkpoints/NAME.pt, written from MANIFEST
+CHECKOUT_MANIFEST = CHECKPOINTS / "MANIFEST.json"
 
 
 class CheckpointError(RuntimeError):
@@ -166,7 +168,26 @@ def save(name: str, model: nn.Module, provenance: dict[str, Any], *, config: Any
     m["checkpoints"][name] = entry
     m["checkpoints"] = dict(sorted(m["checkpoints"].items()))
     Path(path).write_text(json.dumps(m, indent=2) + "\n")
+    if local == CHECKPOINTS and Path(path) == MANIFEST:
+        write_checkout_manifest()
     return entry
+
+
+def checkout_manifest_text(path: str | Path = MANIFEST) -> str:
+    """``checkpoints/MANIFEST.json`` as it should read: the entries of the packaged manifest, by name."""
+    return json.dumps(manifest(path)["checkpoints"], indent=2) + "\n"
+
+
+def write_checkout_manifest(target: str | Path = CHECKOUT_MANIFEST, path: str | Path = MANIFEST) -> None:
+    """Write the folder's own manifest beside the weights (a test checks that it matches ``MANIFEST``).
+
+    The packaged manifest is what ``load`` reads (it travels with ``pip install``); this copy lists,
+    next to each ``checkpoints/NAME.pt``, its hash, config and provenance for readers of the folder.
+    """
+    target = Path(target)
+    if target.is_symlink():
+        target.unlink()
+    target.write_text(checkout_manifest_text(path))
 
 
 def _import(dotted: str):

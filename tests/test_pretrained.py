@@ -53,6 +53,13 @@ def test_every_checkpoint_file_has_an_entry():
     assert files <= set(SHIPPED), f"checkpoints without a manifest entry: {sorted(files - set(SHIPPED))}"
 
 
+def test_the_folder_manifest_lists_the_same_entries():
+    folder = ROOT / "checkpoints" / "MANIFEST.json"
+    assert not folder.is_symlink() and folder.read_text() == pretrained.checkout_manifest_text(), \
+        "checkpoints/MANIFEST.json is stale: run python -c 'from course_lib import pretrained; " \
+        "pretrained.write_checkout_manifest()'"
+
+
 def test_save_load_round_trip(store):
     path, local, cache = store
     model = _tiny(width=4)
