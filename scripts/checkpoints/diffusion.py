@@ -45,7 +45,7 @@ SEED = 0
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 where the hardware has it natively, else None (float32).
 
-    bf16 autocast was about 2x faster on a CPU with AVX512-BF16/AMX units, but about 15x slower on
+    bf16 autocast was about 2x faster on a CPU with AVX512-BF16/AMX units, but about 10x slower on
     an AVX2-only CPU (emulated bf16: 9.8 s against 0.9 s per chapter-9 training step, measured), so
     CPUs are asked; GPUs qualify from compute capability 8.0.
     """
