@@ -156,3 +156,43 @@ def histogram_2d(points: torch.Tensor, bins: int = 100, ax: Axes | None = None,
     if title:
         ax.set_title(title)
     return ax
+
+
+_LABEL_OFFSETS = ((6, 4), (6, -12), (-6, 4), (-6, -12), (0, 12), (0, -20), (6, 20), (6, -28))
+
+
+def label_points(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Sequence[str],
+                 fontsize: float = 8) -> list:
+    """Write each label beside its point without covering the labels written before it.
+
+    For each point in turn the first of eight offsets (in points: right above, right below, left
+    above, ...) whose text box stays inside the figure and overlaps no earlier label is kept; if
+    none is free, the first is used. Call it after the axes' scales and limits are set, since boxes
+    are measured on screen.
+    Returns the text artists.
+    """
+    if not len(x) == len(y) == len(labels):
+        raise ValueError(f"x, y and labels must have the same length, got {len(x)}, {len(y)}, {len(labels)}.")
+    fig = ax.figure
+    fig.canvas.draw()  # settle the layout, so that the boxes are measured where they will be drawn
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    boxes, texts = [], []
+    for xi, yi, label in zip(x, y, labels, strict=True):
+        tries = []
+        for dx, dy in _LABEL_OFFSETS:
+            text = ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center")
+            box = text.get_window_extent(renderer)
+            tries.append((text, box))
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(b) for b in boxes):
+                break
+        else:  # no free offset: the first one
+            text, box = tries[0]
+        for other, _ in tries:
+            if other is not text:
+                other.remove()
+        boxes.append(box)
+        texts.append(text)
+    return texts

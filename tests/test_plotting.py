@@ -65,3 +65,21 @@ def test_scatter_and_density():
     plotting.histogram_2d(pts, bins=10)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         plotting.histogram_2d(torch.randn(10))
+
+
+def test_label_points_keeps_labels_apart():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    x, y = [1.0, 1.2, 1.1, 5.0], [2.0, 2.05, 1.95, 8.0]  # three crowded points and one alone
+    ax.scatter(x, y)
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    texts = plotting.label_points(ax, x, y, ["a long label", "another long label", "a third one", "alone"])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in texts]
+    assert [t.get_text() for t in texts] == ["a long label", "another long label", "a third one", "alone"]
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(4) for j in range(i))
+    assert len(ax.texts) == 4  # the rejected tries are removed
+    with pytest.raises(ValueError, match="same length"):
+        plotting.label_points(ax, x, y, ["a"])
+    plt.close(fig)
