@@ -142,7 +142,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "checkpoint_every": 50, "n_fid": 500},
         "full": {"n_theta": 401, "n_1d": 20_000, "d1_steps": 1_000, "toy_n": 50_000, "toy_steps": 400,
                  "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 3, "n_coverage": 2_500, "n_w1": 1_000,
-                 "monitor_every": 25, "mnist_steps": 700, "batch_size": 64, "demo_steps": 20,
+                 "monitor_every": 25, "mnist_steps": 5_000, "batch_size": 64, "demo_steps": 20,
                  "checkpoint_every": 100, "n_fid": 10_000},
     },
     "08_diffusion": {

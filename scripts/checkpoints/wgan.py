@@ -48,7 +48,7 @@ def train(name: str, workdir: Path):
         out = inner(i)
         return {**out, "seconds": time.perf_counter() - start}
 
-    steps = int(os.environ.get("WGAN_STEPS", budget["mnist_steps"]))  # a longer run than the lab's budget
+    steps = int(os.environ.get("WGAN_STEPS", budget["mnist_steps"]))
     history = training.fit(step, steps, state={"G": G, "critic": critic, "opt_g": opt_g, "opt_c": opt_c,
                                                "gen": gen},
                            checkpoint=workdir / f"{name}.run.pt", checkpoint_every=100, desc=name)
