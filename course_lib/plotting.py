@@ -1,7 +1,8 @@
-"""The only module that draws: image grids, learning curves, 2-D scatter and density plots.
+"""The only module that draws: image grids, learning curves, 2-D scatter and density plots, and
+labels for the points of a scatter plot.
 
-Each function takes an optional matplotlib ``ax`` and returns the ``Axes`` it drew on, so that
-labs can compose figures; axes are always labelled.
+Each plotting function takes an optional matplotlib ``ax`` and returns the ``Axes`` it drew on, so
+that labs can compose figures; axes are always labelled. ``label_points`` writes on a given ``ax``.
 """
 
 from __future__ import annotations
@@ -168,8 +169,7 @@ def label_points(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Seque
     For each point in turn the first of eight offsets (in points: right above, right below, left
     above, ...) whose text box stays inside the figure and overlaps no earlier label is kept; if
     none is free, the first is used. Call it after the axes' scales and limits are set, since boxes
-    are measured on screen.
-    Returns the text artists.
+    are measured on screen. Returns the text artists.
     """
     if not len(x) == len(y) == len(labels):
         raise ValueError(f"x, y and labels must have the same length, got {len(x)}, {len(y)}, {len(labels)}.")
