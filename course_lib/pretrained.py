@@ -174,8 +174,15 @@ def save(name: str, model: nn.Module, provenance: dict[str, Any], *, config: Any
 
 
 def checkout_manifest_text(path: str | Path = MANIFEST) -> str:
-    """``checkpoints/MANIFEST.json`` as it should read: the entries of the packaged manifest, by name."""
-    return json.dumps(manifest(path)["checkpoints"], indent=2) + "\n"
+    """``checkpoints/MANIFEST.json`` as it should read: the packaged manifest's entries keyed by file.
+
+    ``{"NAME.pt": {"file": "checkpoints/NAME.pt", "hash": "sha256:...", "config": ..., "provenance":
+    ..., ...}}``, so that a reader (or a tool) finds each weight file's entry by its file name.
+    """
+    entries = {f"{name}.pt": {"name": name, "file": f"checkpoints/{name}.pt",
+                              "hash": f"sha256:{e['sha256']}", **e}
+               for name, e in manifest(path)["checkpoints"].items()}
+    return json.dumps(entries, indent=2) + "\n"
 
 
 def write_checkout_manifest(target: str | Path = CHECKOUT_MANIFEST, path: str | Path = MANIFEST) -> None:
