@@ -38,7 +38,7 @@ from .config import data_dir
 
 MANIFEST = Path(__file__).with_name("checkpoints.json")
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # in a checkout: the repo's folder
-# beside the weights in a checkout: {name: entry} for every checkpoints/NAME.pt, written from MANIFEST
+# beside the weights in a checkout: {"NAME.pt": entry} for every checkpoints/NAME.pt, written from MANIFEST
 CHECKOUT_MANIFEST = CHECKPOINTS / "MANIFEST.json"
 
 
@@ -191,10 +191,7 @@ def write_checkout_manifest(target: str | Path = CHECKOUT_MANIFEST, path: str | 
     The packaged manifest is what ``load`` reads (it travels with ``pip install``); this copy lists,
     next to each ``checkpoints/NAME.pt``, its hash, config and provenance for readers of the folder.
     """
-    target = Path(target)
-    if target.is_symlink():
-        target.unlink()
-    target.write_text(checkout_manifest_text(path))
+    Path(target).write_text(checkout_manifest_text(path))
 
 
 def _import(dotted: str):
