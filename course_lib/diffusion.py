@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _checks
 from .probability import log_mixture
 
 Tensor = torch.Tensor
@@ -32,7 +33,8 @@ EpsModel = Callable[[Tensor, Tensor], Tensor]
 __all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "q_posterior", "predict_x0",
            "eps_from_x0", "p_mean", "reverse_variance", "loss_weight", "diffusion_loss",
            "ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample",
-           "gaussian_data_eps", "gaussian_mixture_eps", "make_diffusion_step"]
+           "gaussian_data_eps", "gaussian_mixture_eps", "label_dropout", "make_diffusion_step",
+           "schedule_from_spec", "check_schedule"]
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -42,6 +44,8 @@ class Schedule:
     """A variance schedule beta_0, ..., beta_{T-1} (0-based) and the terms derived from it (float64).
 
     Build one with ``linear_schedule`` or ``cosine_schedule``, or ``Schedule.from_betas(betas)``.
+    ``spec`` records how it was built (``{"kind": "linear", "T": 1000, ...}``; None for custom betas),
+    so that a trained model can say which schedule it needs (``check_schedule``).
     """
 
     betas: Tensor  # (T,) beta_t = Var of the noise added at step t, in (0, 1)
@@ -49,9 +53,10 @@ class Schedule:
     alphas_bar: Tensor  # (T,) alpha-bar_t = prod_{s <= t} alpha_s: q(x_t | x_0) keeps sqrt of it of x_0
     alphas_bar_prev: Tensor  # (T,) alpha-bar_{t-1}, with alpha-bar_{-1} = 1 (the clean data)
     posterior_variance: Tensor  # (T,) beta-tilde_t = (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t) beta_t
+    spec: dict | None = None  # how it was built, e.g. {"kind": "linear", "T": 1000, "beta_start": ...}
 
     @classmethod
-    def from_betas(cls, betas: Tensor | Sequence[float]) -> Schedule:
+    def from_betas(cls, betas: Tensor | Sequence[float], spec: dict | None = None) -> Schedule:
         """The schedule of the given betas (any 1-D sequence of T >= 1 numbers in (0, 1))."""
         betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
         if betas.ndim != 1 or betas.numel() < 1:
@@ -69,7 +74,7 @@ class Schedule:
         alphas_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_bar[:-1]])
         # \tilde\beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t) \beta_t
         posterior_variance = (1.0 - alphas_bar_prev) / (1.0 - alphas_bar) * betas
-        return cls(betas, alphas, alphas_bar, alphas_bar_prev, posterior_variance)
+        return cls(betas, alphas, alphas_bar, alphas_bar_prev, posterior_variance, spec)
 
     @property
     def T(self) -> int:
@@ -92,8 +97,10 @@ def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0
     For much smaller T, pass larger betas (e.g. T = 100, beta_end = 0.2), or alpha-bar_{T-1} stays
     far from 0 and x_{T-1} is not yet noise.
     """
-    _check_T(T)
-    return Schedule.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+    T = _check_T(T)
+    beta_start, beta_end = _checks.number(beta_start, "beta_start"), _checks.number(beta_end, "beta_end")
+    return Schedule.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64),
+                               {"kind": "linear", "T": T, "beta_start": beta_start, "beta_end": beta_end})
 
 
 def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
@@ -102,7 +109,8 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     With u = (t + 1) / T for the 0-based step t, beta_t = 1 - alpha-bar(u_t) / alpha-bar(u_{t-1}),
     clipped at ``max_beta`` (the last steps would otherwise have beta = 1).
     """
-    _check_T(T)
+    T = _check_T(T)
+    s, max_beta = _checks.number(s, "s"), _checks.number(max_beta, "max_beta")
     if not 0 < max_beta < 1 or s < 0:
         raise ValueError(f"cosine_schedule needs s >= 0 and max_beta in (0, 1), got s={s}, "
                          f"max_beta={max_beta}.")
@@ -110,12 +118,77 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     # \beta_t = 1 - \bar\alpha(u_{t+1}) / \bar\alpha(u_t)  (f(0) cancels)
     betas = (1.0 - f[1:] / f[:-1]).clamp(min=1e-8, max=max_beta)
-    return Schedule.from_betas(betas)
+    return Schedule.from_betas(betas, {"kind": "cosine", "T": T, "s": s, "max_beta": max_beta})
 
 
-def _check_T(T: int) -> None:
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"T (the number of diffusion steps) must be an integer >= 1, got {T!r}.")
+def _check_T(T: int) -> int:
+    try:
+        return _checks.count(T, "T (the number of diffusion steps)")
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+
+
+_MAKERS = {"linear": ("linear_schedule", ("T", "beta_start", "beta_end")),
+           "cosine": ("cosine_schedule", ("T", "s", "max_beta"))}
+
+
+def schedule_from_spec(spec: dict) -> Schedule:
+    """The schedule a ``Schedule.spec`` describes, e.g. ``{"kind": "linear", "T": 1000}`` (a checkpoint's)."""
+    if not isinstance(spec, dict) or spec.get("kind") not in _MAKERS:
+        raise ValueError(f"a schedule spec is a dict with kind 'linear' or 'cosine', got {spec!r}.")
+    name, keys = _MAKERS[spec["kind"]]
+    unknown = set(spec) - {"kind", *keys}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)} in the {spec['kind']} schedule spec {spec!r}.")
+    return globals()[name](**{k: v for k, v in spec.items() if k != "kind"})
+
+
+def _describe(sched: Schedule) -> str:
+    """How to build ``sched`` again, as code: 'linear_schedule(T=1000)' (defaults left out)."""
+    if sched.spec is None or sched.spec.get("kind") not in _MAKERS:
+        return f"Schedule.from_betas(...) with T = {sched.T}"
+    name, keys = _MAKERS[sched.spec["kind"]]
+    defaults = {"beta_start": 1e-4, "beta_end": 0.02, "s": 0.008, "max_beta": 0.999}
+    args = [f"{k}={sched.spec[k]!r}" for k in keys if k in sched.spec and sched.spec[k] != defaults.get(k)]
+    return f"{name}({', '.join(args)})"
+
+
+def _check_sched(sched) -> Schedule:
+    if not isinstance(sched, Schedule):
+        raise TypeError(f"sched must be a diffusion.Schedule (e.g. sched = linear_schedule(1000)), got "
+                        f"{type(sched).__name__} {sched!r}.")
+    return sched
+
+
+def _trained_schedule(model) -> Schedule | None:
+    """The schedule a model records it was trained with (``model.trained_schedule``), or None.
+
+    ``pretrained.load`` and ``make_diffusion_step`` set it; an ``AveragedModel`` (EMA) is looked into."""
+    for obj in (model, getattr(model, "module", None)):
+        found = getattr(obj, "trained_schedule", None)
+        if isinstance(found, Schedule):
+            return found
+    return None
+
+
+def check_schedule(model, sched: Schedule) -> Schedule:
+    """Refuse to run ``model`` with a schedule other than the one it was trained with.
+
+    A network trained on one schedule predicts the noise of that schedule's noise levels; fed the
+    times of another (T = 100 instead of 1000, or cosine for linear) it returns confident nonsense
+    and the samples are noise, silently. Models that record no schedule pass unchecked. Returns sched.
+    """
+    _check_sched(sched)
+    trained = _trained_schedule(model)
+    if trained is None or trained is sched:
+        return sched
+    if trained.T != sched.T or not torch.allclose(trained.betas, sched.betas, rtol=1e-6, atol=1e-12):
+        raise ValueError(
+            f"this model was trained with {trained!r}, built by {_describe(trained)}, but is run with "
+            f"{sched!r}. A network trained on one schedule predicts the noise of its noise levels only, "
+            f"so the samples would be noise. Use sched = {_describe(trained)}; for fewer sampling steps "
+            "keep that schedule and pass ddim_sample(..., steps=k).")
+    return sched
 
 
 def _gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -132,11 +205,13 @@ def _randn(shape: Sequence[int], like_device, dtype: torch.dtype,
 
 def _check_t(sched: Schedule, t: Tensor | int, x: Tensor) -> Tensor:
     """Validate a batch of 0-based times against the schedule and the batch; return (B,) long."""
+    _check_sched(sched)
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise ValueError("Expected a batch tensor of shape (B, ...).")
     t = torch.as_tensor(t, device=x.device)
-    if t.is_floating_point():
-        raise TypeError("t must hold integer time indices (0-based), not floats.")
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"t must hold integer time indices (0-based), not {t.dtype}: e.g. "
+                        "torch.randint(sched.T, (B,)) or torch.full((B,), t).")
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
@@ -156,6 +231,8 @@ def q_sample(sched: Schedule, x0: Tensor, t: Tensor | int, eps: Tensor | None = 
     x0: (B, ...); t: (B,) 0-based integer times (or one int); eps: noise like x0 (drawn if None).
     Returns x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, shape (B, ...).
     """
+    _checks.floating(_checks.tensor(x0, "x0", nonempty=False), "x0",
+                     " (scale integer images first, e.g. x0 = 2 * images / 255 - 1)")
     t = _check_t(sched, t, x0)
     if eps is None:
         eps = _randn(x0.shape, x0.device, x0.dtype, generator)
@@ -226,7 +303,11 @@ def loss_weight(sched: Schedule, t: Tensor | int, variance: str = "beta_tilde") 
 
     For t >= 1: KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) = const + weight * ||eps - eps_theta||^2.
     """
-    t = torch.as_tensor(t).long().reshape(-1)
+    _check_sched(sched)
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"t must hold integer time indices (0-based), not {t.dtype}.")
+    t = t.long().reshape(-1)
     if t.numel() and (t.min() < 1 or t.max() >= sched.T):
         raise ValueError(f"L_(t-1) is a KL between Gaussians for t in [1, T-1] = [1, {sched.T - 1}] "
                          "(at t = 0 the posterior is a point and the term is L_0); got "
@@ -245,6 +326,8 @@ def diffusion_loss(eps_model: EpsModel, sched: Schedule, x0: Tensor, *,
     """
     if not isinstance(x0, Tensor) or x0.ndim < 2 or x0.shape[0] < 1:
         raise ValueError("x0 must be a batch tensor of shape (B, ...) with B >= 1.")
+    _checks.floating(x0, "x0", " (scale integer images first, e.g. x0 = 2 * images / 255 - 1)")
+    _check_sched(sched)
     where = generator.device if generator is not None else "cpu"
     t = torch.randint(sched.T, (x0.shape[0],), generator=generator, device=where).to(x0.device)
     eps = _randn(x0.shape, x0.device, x0.dtype, generator)
@@ -264,6 +347,8 @@ def ddpm_step(sched: Schedule, eps: Tensor, xt: Tensor, t: int, noise: Tensor | 
     """
     if eps.shape != xt.shape:
         raise ValueError(f"eps must have xt's shape {tuple(xt.shape)}, got {tuple(eps.shape)}.")
+    t = _check_step(t, "t")
+    clip_x0 = _check_clip(clip_x0)
     tt = _check_t(sched, t, xt)
     # (1) \hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}
     x0_hat = predict_x0(sched, xt, tt, eps)
@@ -292,8 +377,9 @@ def ddim_step(sched: Schedule, eps: Tensor, xt: Tensor, t: int, t_prev: int, eta
     """
     if eps.shape != xt.shape:
         raise ValueError(f"eps must have xt's shape {tuple(xt.shape)}, got {tuple(eps.shape)}.")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM's noise), got {eta}.")
+    eta = _check_eta(eta)
+    t, t_prev = _check_step(t, "t"), _check_step(t_prev, "t_prev", -1)
+    clip_x0 = _check_clip(clip_x0)
     tt = _check_t(sched, t, xt)
     if not -1 <= int(t_prev) < int(t):
         raise ValueError(f"t_prev must satisfy -1 <= t_prev < t = {int(t)}, got {t_prev}.")
@@ -325,23 +411,77 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     It always starts at T-1 (the noisiest step, whose marginal the prior N(0, I) matches) and ends
     at 0; with steps = T it is every step T-1, ..., 0.
     """
-    _check_T(T)
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+    T = _check_T(T)
+    try:
+        steps = _checks.count(steps, "steps")
+    except TypeError as err:
+        raise ValueError(f"{err} It counts the DDIM steps, in [1, T] = [1, {T}].") from None
+    if not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, T] = [1, {T}], got {steps!r}.")
     if steps == 1:
         return [T - 1]
     return [round((T - 1) * (1 - k / (steps - 1))) for k in range(steps)]
 
 
+def _check_step(t, name: str, minimum: int = 0) -> int:
+    """One time index as a Python int (numpy and 0-dim tensor integers accepted)."""
+    try:
+        return _checks.count(t, name, minimum)
+    except ValueError:
+        raise ValueError(f"{name} must be a 0-based time index >= {minimum}, got {t!r}.") from None
+
+
+def _check_eta(eta: float) -> float:
+    return _checks.number(eta, "eta", low=0.0, what=" (0: deterministic DDIM, 1: DDPM's noise)")
+
+
+def _check_clip(clip_x0: float | None) -> float | None:
+    if clip_x0 is None:
+        return None
+    return _checks.number(clip_x0, "clip_x0", low=0.0, low_open=True,
+                          what=" (x0-hat is clamped to [-clip_x0, clip_x0]; 1.0 for images in [-1, 1])")
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}.")
+    return dtype
+
+
 def _start(shape: Sequence[int], x_T: Tensor | None, device, dtype, generator) -> Tensor:
-    shape = tuple(shape)
-    if not shape or any(not isinstance(s, int) or s <= 0 for s in shape):
-        raise ValueError(f"shape must be a tuple of positive integers (B, ...), got {shape}.")
+    """The starting noise x_{T-1} ~ N(0, I) of ``shape`` (numpy integers accepted), or x_T checked."""
+    _check_dtype(dtype)
+    try:
+        shape = tuple(shape)
+        if not shape or any(isinstance(s, bool) for s in shape):
+            raise TypeError
+        shape = tuple(_checks.count(s, "size") for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be a tuple of positive integers (B, ...), e.g. (16, 1, 28, 28), "
+                         f"got {shape!r}.") from None
     if x_T is not None:
+        _checks.tensor(x_T, "x_T")
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}.")
+        _checks.finite(_checks.floating(x_T, "x_T"), "x_T")
         return x_T.to(device=device or x_T.device, dtype=dtype)
     return _randn(shape, device or "cpu", dtype, generator)
+
+
+def _check_sampler_args(eps_model, sched: Schedule, variance: str | None = None) -> None:
+    """Once per sampling call: a callable model, a schedule it was trained with, a known variance."""
+    if not callable(eps_model):
+        raise TypeError(f"eps_model must be callable as eps_model(x_t, t), got {type(eps_model).__name__}.")
+    check_schedule(eps_model, sched)
+    if variance is not None:
+        reverse_variance(sched, variance)
+
+
+def _check_result(x: Tensor) -> Tensor:
+    if not torch.isfinite(x).all():
+        raise ValueError("the sampler produced NaN or infinite values: the model's predictions are not "
+                         "finite (diverged weights?). Check the model on one batch, eps_model(x_t, t).")
+    return x
 
 
 @torch.no_grad()
@@ -355,6 +495,8 @@ def ddpm_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], *,
     Returns x_0 of ``shape``; with ``return_trajectory`` also a CPU tensor (T + 1, *shape) of
     x_{T-1} (the start), ..., x_0, the image after each step.
     """
+    _check_sampler_args(eps_model, sched, variance)
+    clip_x0 = _check_clip(clip_x0)
     x = _start(shape, x_T, device, dtype, generator)
     trajectory = [x.cpu()] if return_trajectory else None
     for t in range(sched.T - 1, -1, -1):
@@ -363,6 +505,7 @@ def ddpm_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], *,
         x = ddpm_step(sched, eps, x, t, variance=variance, clip_x0=clip_x0, generator=generator)
         if trajectory is not None:
             trajectory.append(x.cpu())
+    _check_result(x)
     return (x, torch.stack(trajectory)) if trajectory is not None else x
 
 
@@ -378,9 +521,10 @@ def ddim_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], step
     ``ddim_step`` from the current time to the next one, the last to t' = -1 (x0-hat itself).
     Returns x_0 (and, with ``return_trajectory``, a CPU tensor (len(steps) + 1, *shape)).
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM's noise), got {eta}.")
-    times = ddim_timesteps(sched.T, steps) if isinstance(steps, int) else [int(s) for s in steps]
+    eta = _check_eta(eta)
+    _check_sampler_args(eps_model, sched)
+    clip_x0 = _check_clip(clip_x0)
+    times = _ddim_times(sched, steps)
     if not times or any(b >= a for a, b in zip(times, times[1:], strict=False)) or times[0] >= sched.T \
             or times[-1] < 0:
         raise ValueError(f"steps must be a strictly decreasing list of times in [0, {sched.T - 1}], "
@@ -393,7 +537,19 @@ def ddim_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], step
         x = ddim_step(sched, eps, x, t, t_prev, eta, clip_x0=clip_x0, generator=generator)
         if trajectory is not None:
             trajectory.append(x.cpu())
+    _check_result(x)
     return (x, torch.stack(trajectory)) if trajectory is not None else x
+
+
+def _ddim_times(sched: Schedule, steps) -> list[int]:
+    """A step count (int or numpy integer) or an explicit decreasing list of times, as a list."""
+    if getattr(steps, "ndim", 1) == 0 or not hasattr(steps, "__iter__") or isinstance(steps, (str, bytes)):
+        return ddim_timesteps(sched.T, steps)
+    try:
+        return [_checks.count(s, "each time in steps", 0) for s in steps]
+    except (TypeError, ValueError):
+        raise ValueError(f"steps must be a count or a strictly decreasing list of integer times in "
+                         f"[0, {sched.T - 1}], got {steps!r}.") from None
 
 
 # --- a closed-form predictor and a training step -----------------------------------------------
@@ -467,6 +623,20 @@ def gaussian_mixture_eps(sched: Schedule, means: Tensor, stds: Tensor | Sequence
     return eps_model
 
 
+def label_dropout(y: Tensor, p_uncond: float, num_classes: int,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by the null label ``num_classes`` with probability ``p_uncond``, independently.
+
+    Trained on such batches, one network learns both eps(x_t, y) and eps(x_t, null) (Ho & Salimans
+    2022 use p_uncond = 0.1 or 0.2). y: (B,) integer labels in {0, ..., K-1}; returns a new tensor.
+    """
+    p_uncond = _checks.number(p_uncond, "p_uncond", low=0.0, high=1.0, what=" (a probability)")
+    y = _checks.labels(y, num_classes)
+    where = generator.device if generator is not None else "cpu"
+    drop = (torch.rand(y.shape, generator=generator, device=where) < p_uncond).to(y.device)
+    return torch.where(drop, torch.full_like(y, num_classes), y)
+
+
 def make_diffusion_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Schedule,
                         batch: Callable[[int], Tensor | tuple[Tensor, ...]], *,
                         ema: torch.nn.Module | None = None, lr_scheduler=None,
@@ -480,17 +650,31 @@ def make_diffusion_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sche
     time of a step; the weights, the optimiser and the loss stay float32).
     ``p_uncond`` (chapter 9) trains a class-conditional ``model(x_t, t, y)``: ``batch(i)`` gives
     ``(x_0, y)`` and each label is replaced by the null label with that probability
-    (``guidance.label_dropout``), so that one network learns eps(x_t, y) and eps(x_t, null).
+    (``label_dropout``), so that one network learns eps(x_t, y) and eps(x_t, null). A
+    class-conditional model needs an explicit choice (``p_uncond=0.0`` keeps every label): with
+    None its labels would be ignored and guidance would do nothing.
+    The model (and ``ema.module``) records ``sched`` as ``trained_schedule``; the samplers then
+    refuse another schedule (``check_schedule``).
     """
-    if p_uncond is not None and getattr(model, "null_label", None) is None:
+    conditional = getattr(model, "null_label", None) is not None
+    if p_uncond is not None and not conditional:
         raise ValueError("p_uncond needs a class-conditional model (a UNet with num_classes set).")
+    if conditional and p_uncond is None:
+        raise ValueError(f"this model is class-conditional (num_classes = {model.null_label}) but p_uncond "
+                         "is None, so its labels would never be used and guidance would do nothing. Pass "
+                         "p_uncond=0.1 (label dropout, for classifier-free guidance), or p_uncond=0.0 to "
+                         "always condition; batch(i) must then return (x_0, labels).")
+    if p_uncond is not None:
+        p_uncond = _checks.number(p_uncond, "p_uncond", low=0.0, high=1.0, what=" (a probability)")
+    check_schedule(model, sched)
+    for net in (model, getattr(ema, "module", None)):
+        if isinstance(net, torch.nn.Module):
+            net.trained_schedule = sched  # a plain attribute: the samplers check it, state_dict ignores it
 
     def step(i: int) -> dict[str, float]:
         x0 = batch(i)
         eps_model = model
         if p_uncond is not None:
-            from course_lib.guidance import label_dropout
-
             if not isinstance(x0, (tuple, list)) or len(x0) < 2:
                 raise ValueError("With p_uncond, batch(i) must return (x_0, labels).")
             y = label_dropout(x0[1], p_uncond, model.null_label, generator).to(x0[0].device)

@@ -18,7 +18,6 @@ eps-form ``classifier_guided_eps`` (any sampler) or as the mean shift of ``class
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import EpsModel, Schedule, _check_t, _gather, _start, ddpm_step, q_sample, reverse_variance
+from . import _checks
+from .diffusion import (
+    EpsModel,
+    Schedule,
+    _check_sampler_args,
+    _check_t,
+    _gather,
+    _start,
+    _trained_schedule,
+    check_schedule,
+    ddpm_step,
+    label_dropout,
+    q_sample,
+    reverse_variance,
+)
 from .unet import timestep_embedding
 
 Tensor = torch.Tensor
@@ -35,44 +48,15 @@ __all__ = ["label_dropout", "cfg_eps", "guided_eps", "NoisyClassifierConfig", "N
            "make_classifier_step", "classifier_grad", "classifier_guided_eps", "classifier_guided_sample"]
 
 
-def _check_labels(y: Tensor, num_classes: int | None, batch: int | None = None, null: bool = True) -> Tensor:
-    """y as (B,) long, checked: labels in [0, num_classes], the last being the null label (``null``),
-    or in [0, num_classes - 1] for a classifier (``null=False``); num_classes None: no range check."""
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or y.dtype.is_floating_point or (batch is not None and y.shape[0] != batch):
-        want = f"({batch},)" if batch is not None else "(B,)"
-        raise ValueError(f"labels must be an integer tensor of shape {want}, got {y.dtype} {tuple(y.shape)}.")
-    if num_classes is None:
-        return y.long()
-    top = num_classes if null else num_classes - 1
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) > top):
-        what = f"{num_classes} is the null label" if null else f"the classifier has {num_classes} classes"
-        raise ValueError(f"labels must lie in [0, {top}] ({what}), got values in "
-                         f"[{int(y.min())}, {int(y.max())}].")
-    return y.long()
+_check_labels = _checks.labels  # (y, num_classes, batch=None, null=True) -> (B,) long, checked
 
 
 def _check_scale(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
-        what = "(0: unconditional, 1: conditional)" if name == "gamma" else "(0: no guidance)"
-        raise ValueError(f"{name} must be a finite number >= 0 {what}, got {value!r}.")
-    return float(value)
-
-
-def label_dropout(y: Tensor, p_uncond: float, num_classes: int,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """Replace each label by the null label ``num_classes`` with probability ``p_uncond``, independently.
-
-    Trained on such batches, one network learns both eps(x_t, y) and eps(x_t, null) (Ho & Salimans
-    2022 use p_uncond = 0.1 or 0.2). y: (B,) integer labels in {0, ..., K-1}; returns a new tensor.
-    """
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond!r}.")
-    y = _check_labels(y, num_classes)
-    where = generator.device if generator is not None else "cpu"
-    drop = (torch.rand(y.shape, generator=generator, device=where) < p_uncond).to(y.device)
-    return torch.where(drop, torch.full_like(y, num_classes), y)
+    what = " (0: unconditional, 1: conditional)" if name == "gamma" else " (0: no guidance)"
+    try:
+        return _checks.number(value, name, low=0.0, what=what)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def cfg_eps(eps_model: Callable[..., Tensor], xt: Tensor, t: Tensor, y: Tensor, gamma: float,
@@ -106,6 +90,8 @@ def guided_eps(model: torch.nn.Module, y: Tensor, gamma: float) -> Callable[[Ten
         raise ValueError("guided_eps needs a class-conditional model (a UNet with num_classes set).")
     gamma = _check_scale(gamma, "gamma")
     y = _check_labels(y, null_label)
+    if y.numel() == 0:
+        raise ValueError("guided_eps needs at least one label (one per sample to draw).")
 
     def eps(xt: Tensor, t: Tensor) -> Tensor:
         if xt.shape[0] != y.shape[0]:
@@ -116,6 +102,7 @@ def guided_eps(model: torch.nn.Module, y: Tensor, gamma: float) -> Callable[[Ten
             return model(xt, t, torch.full_like(y, null_label).to(xt.device))
         return cfg_eps(model, xt, t, y, gamma, null_label)
 
+    eps.trained_schedule = _trained_schedule(model)  # so that the samplers can check the schedule
     return eps
 
 
@@ -188,8 +175,14 @@ def make_classifier_step(classifier: nn.Module, opt: torch.optim.Optimizer, sche
     ``batch(i)`` returns (x_0, y) with x_0: (B, ...) and y: (B,) in {0, ..., K-1}; one
     t ~ Uniform{0, ..., T-1} and one eps per example (``generator``). Returns {"loss", "accuracy"}.
     """
+    check_schedule(classifier, sched)
+    classifier.trained_schedule = sched  # classifier guidance then refuses another schedule
+
     def step(i: int) -> dict[str, float]:
-        x0, y = batch(i)[:2]
+        got = batch(i)
+        if not isinstance(got, (tuple, list)) or len(got) < 2:
+            raise ValueError("make_classifier_step needs batch(i) to return (x_0, labels).")
+        x0, y = got[:2]
         y = _check_labels(y, classifier.num_classes, x0.shape[0], null=False).to(x0.device)
         where = generator.device if generator is not None else "cpu"
         t = torch.randint(sched.T, (x0.shape[0],), generator=generator, device=where).to(x0.device)
@@ -240,6 +233,8 @@ def classifier_guided_eps(eps_model: EpsModel, classifier: Classifier, sched: Sc
     """
     scale = _check_scale(scale, "scale")
     y = _classifier_labels(classifier, y)
+    check_schedule(eps_model, sched)
+    check_schedule(classifier, sched)
 
     def eps(xt: Tensor, t: Tensor) -> Tensor:
         if xt.shape[0] != y.shape[0]:
@@ -253,6 +248,7 @@ def classifier_guided_eps(eps_model: EpsModel, classifier: Classifier, sched: Sc
         # \hat\epsilon - s \sqrt{1-\bar\alpha_t} \nabla_{x_t} \log p_\phi(y | x_t)
         return out - scale * (1 - a_bar).sqrt() * classifier_grad(classifier, xt, tt, y.to(xt.device))
 
+    eps.trained_schedule = sched
     return eps
 
 
@@ -272,6 +268,8 @@ def classifier_guided_sample(eps_model: EpsModel, classifier: Classifier, sched:
     """
     scale = _check_scale(scale, "scale")
     y = _classifier_labels(classifier, y)
+    _check_sampler_args(eps_model, sched, variance)
+    check_schedule(classifier, sched)
     x = _start(shape, x_T, device, dtype, generator)
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}.")
