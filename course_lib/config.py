@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,185 +21,225 @@ import torch
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
-# Every lab's budget, in one place: {lab: {"fast": {...}, "full": {...}}}.
-# Keys are the lab's notebook name without ".ipynb". Both profiles must have the same keys.
-BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    "00_getting_started": {
-        # n_train: training digits used (at most what is available); steps: Adam steps of the
-        # pixel model; batch_size: digits per step; lr: Adam's learning rate
-        "fast": {"n_train": 1024, "steps": 60, "batch_size": 64, "lr": 0.05},
-        "full": {"n_train": 60_000, "steps": 1500, "batch_size": 128, "lr": 0.05},
-    },
-    "01_probability": {
-        # n_max / n_repeats: largest number of draws and independent runs in the MLE-vs-sample-size
-        # plot; n_samples: ancestral samples from the Bayesian network; n_gmm / em_iters: 2-D points
-        # and EM iterations of each Gaussian-mixture fit; n_restarts: EM runs from random starts;
-        # n_bars / ar_steps / ar_lr: training images, Adam steps and learning rate of the
-        # autoregressive model; n_ar: images sampled from it
-        "fast": {"n_max": 10_000, "n_repeats": 5, "n_samples": 20_000, "n_gmm": 1_000,
-                 "em_iters": 100, "n_restarts": 5, "n_bars": 500, "ar_steps": 300, "ar_lr": 0.05,
-                 "n_ar": 5_000},
-        "full": {"n_max": 1_000_000, "n_repeats": 20, "n_samples": 1_000_000, "n_gmm": 5_000,
-                 "em_iters": 300, "n_restarts": 10, "n_bars": 2_000, "ar_steps": 1_000,
-                 "ar_lr": 0.05, "n_ar": 100_000},
-    },
-    "02_information_theory": {
-        # n_mc: samples of each Monte Carlo check; n_max / n_repeats: largest sample size and
-        # number of independent runs in the Gaussian-KL convergence plot; n_pairs: random pairs
-        # of distributions for Gibbs' inequality and the asymmetry scatter; n_data / mle_steps:
-        # categorical samples and Adam steps of the cross-entropy (MLE) fit; fit_steps: Adam steps
-        # of each reverse-KL fit; n_starts: starting means in the reverse-KL basin plot;
-        # n_bins: grid cells of the discretised shifted uniforms in the JS plot
-        "fast": {"n_mc": 20_000, "n_max": 10_000, "n_repeats": 5, "n_pairs": 2_000,
-                 "n_data": 1_000, "mle_steps": 100, "fit_steps": 300, "n_starts": 11,
-                 "n_bins": 200},
-        "full": {"n_mc": 1_000_000, "n_max": 1_000_000, "n_repeats": 20, "n_pairs": 50_000,
-                 "n_data": 20_000, "mle_steps": 300, "fit_steps": 600, "n_starts": 41,
-                 "n_bins": 1_000},
-    },
-    "03_variational_inference": {
-        # fit_steps / n_samples / lr: Adam steps of each ELBO fit, reparameterised draws per
-        # ELBO estimate and Adam's initial learning rate (decayed linearly to zero); n_eval: draws
-        # of the final Monte Carlo checks (ELBO, samples of q, importance sampling); n_x: points of
-        # the gap-against-x grid; amortised_steps / batch_size / hidden: Adam steps, observations
-        # per step and hidden width of the inference network; n_sweeps: CAVI sweeps
-        "fast": {"fit_steps": 400, "n_samples": 16, "lr": 0.05, "n_eval": 20_000, "n_x": 9,
-                 "amortised_steps": 400, "batch_size": 128, "hidden": 32, "n_sweeps": 10},
-        "full": {"fit_steps": 3_000, "n_samples": 32, "lr": 0.05, "n_eval": 1_000_000, "n_x": 33,
-                 "amortised_steps": 6_000, "batch_size": 512, "hidden": 64, "n_sweeps": 10},
-    },
-    "04_markov_chains": {
-        # n_days: days of pi_n plotted; sim_days: length of the long simulation (method 3);
-        # walk_steps / n_walkers: random-walk length and number of walkers for the moments;
-        # bm_steps: grid steps of the Brownian path; mh_chains / mh_steps: Metropolis-Hastings
-        # chains run side by side and their length; trace_steps: steps shown in the trace plot;
-        # sweep_steps / n_step_sizes: steps per chain
-        # and number of proposal scales in the acceptance-rate sweep; langevin_chains /
-        # langevin_steps: Langevin chains and their length; n_data: two-moons points noised;
-        # T: steps of the noising chain
-        "fast": {"n_days": 30, "sim_days": 20_000, "walk_steps": 200, "n_walkers": 5_000,
-                 "bm_steps": 2_000, "mh_chains": 200, "mh_steps": 1_000, "trace_steps": 300,
-                 "sweep_steps": 300,
-                 "n_step_sizes": 6, "langevin_chains": 1_000, "langevin_steps": 500,
-                 "n_data": 2_000, "T": 100},
-        "full": {"n_days": 30, "sim_days": 200_000, "walk_steps": 1_000, "n_walkers": 50_000,
-                 "bm_steps": 10_000, "mh_chains": 2_000, "mh_steps": 5_000, "trace_steps": 300,
-                 "sweep_steps": 1_000,
-                 "n_step_sizes": 12, "langevin_chains": 5_000, "langevin_steps": 2_000,
-                 "n_data": 5_000, "T": 100},
-    },
-    "05_vae": {
-        # batch_size / lr: digits per Adam step and its learning rate (all models); ae_epochs /
-        # vae_epochs / conv_epochs: passes over the training digits of the autoencoders, of each
-        # MLP VAE (latent 2, 20, 100, beta-VAE) and of the convolutional VAE, each capped at
-        # max_steps Adam steps (offline, 4,000 digits: the epochs decide; on 60,000 digits: the
-        # cap); checkpoint_every: steps between checkpoints; monitor_every / n_monitor: steps
-        # between learning-curve points and digits in each monitored set (train and held out);
-        # beta: KL weight of the beta-VAE; iwae_k / n_iwae: importance samples of the IWAE
-        # estimate and held-out digits of the results table
-        "fast": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 4, "vae_epochs": 5, "conv_epochs": 2,
-                 "max_steps": 150, "checkpoint_every": 100, "monitor_every": 25, "n_monitor": 200,
-                 "beta": 4.0, "iwae_k": 100, "n_iwae": 100},
-        "full": {"batch_size": 128, "lr": 1e-3, "ae_epochs": 50, "vae_epochs": 100, "conv_epochs": 100,
-                 "max_steps": 8_000, "checkpoint_every": 500, "monitor_every": 100, "n_monitor": 1_000,
-                 "beta": 4.0, "iwae_k": 1_000, "n_iwae": 1_000},
-    },
-    "06_gan": {
-        # toy_*: the 2-D GANs (MLP G and D): toy_n training points, toy_steps generator steps of
-        # toy_batch points each with Adam(toy_lr, betas (0.5, 0.999)); n_seeds: seeds of the
-        # mode-coverage table; n_coverage: samples scored by gan.mode_coverage; n_1d / d1_steps:
-        # samples and Adam steps of the discriminator trained towards D* on two 1-D Gaussians;
-        # mlp_steps / dcgan_steps / cdcgan_steps: generator steps of the MNIST MLP GAN, the DCGAN and
-        # the conditional DCGAN when they are trained in the lab (on a GPU; the shipped checkpoints
-        # use the full values: 64, 77 and 22 epochs of the 5,000 offline digits), batch_size / lr:
-        # digits per step and Adam's rate (betas (0.5, 0.999), as pytorch/examples' dcgan);
-        # demo_steps: the short run a CPU does before loading the shipped checkpoint; n_snapshots:
-        # sample grids over training;
-        # checkpoint_every: steps between checkpoints; n_fid: samples per FID (against the test split)
-        "fast": {"toy_n": 5_000, "toy_steps": 200, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 2,
-                 "n_coverage": 1_000, "n_1d": 2_000, "d1_steps": 150, "mlp_steps": 40, "dcgan_steps": 40,
-                 "cdcgan_steps": 40,
-                 "batch_size": 64, "lr": 2e-4, "demo_steps": 10, "n_snapshots": 2,
-                 "checkpoint_every": 20, "n_fid": 500},
-        "full": {"toy_n": 50_000, "toy_steps": 2_000, "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 4,
-                 "n_coverage": 2_500, "n_1d": 20_000, "d1_steps": 2_000, "mlp_steps": 5_000,
-                 "dcgan_steps": 6_000, "cdcgan_steps": 1_750,
-                 "batch_size": 64, "lr": 2e-4, "demo_steps": 200, "n_snapshots": 4,
-                 "checkpoint_every": 500, "n_fid": 10_000},
-    },
-    "07_wgan": {
-        # n_theta: values of theta in the parallel-lines plot; n_1d / d1_steps: samples of the two
-        # 1-D distributions and critic steps of the dual fit; toy_n / toy_steps / toy_batch: 2-D
-        # training points, generator steps (each WGAN step has n_critic = 5 critic steps) and points
-        # per batch of every toy run; toy_lr: learning rate of all toy runs; n_seeds: seeds of the
-        # mode-coverage table; n_coverage: samples scored by gan.mode_coverage; n_w1: points of the
-        # exact sample W1 monitored every monitor_every steps; mnist_steps / batch_size: generator
-        # steps and digits per step of the MNIST WGANs (trained in the lab on a GPU; the shipped
-        # checkpoints use the full values); demo_steps: the short run a CPU does before loading
-        # the checkpoints; checkpoint_every: steps between checkpoints; n_fid: samples per FID
-        "fast": {"n_theta": 61, "n_1d": 1_000, "d1_steps": 80, "toy_n": 5_000, "toy_steps": 30,
-                 "toy_batch": 128, "toy_lr": 1e-3, "n_seeds": 1, "n_coverage": 1_000, "n_w1": 200,
-                 "monitor_every": 10, "mnist_steps": 10, "batch_size": 64, "demo_steps": 3,
-                 "checkpoint_every": 50, "n_fid": 500},
-        "full": {"n_theta": 401, "n_1d": 20_000, "d1_steps": 1_000, "toy_n": 50_000, "toy_steps": 400,
-                 "toy_batch": 256, "toy_lr": 1e-3, "n_seeds": 3, "n_coverage": 2_500, "n_w1": 1_000,
-                 "monitor_every": 25, "mnist_steps": 5_000, "batch_size": 64, "demo_steps": 20,
-                 "checkpoint_every": 100, "n_fid": 10_000},
-    },
-    "08_diffusion": {
-        # toy_n / toy_T / toy_steps / toy_batch / toy_lr: two-moons points, diffusion steps of the
-        # 2-D schedule, Adam steps, points per step and learning rate of the MLP denoiser;
-        # n_toy_samples: points sampled from it; n_gauss: samples of the Gaussian-data check;
-        # unet_steps: U-Net steps when training from scratch (full profile on a GPU); demo_steps:
-        # the short run on a CPU before the shipped checkpoint is loaded; batch_size / lr: digits
-        # per step and Adam's learning rate; checkpoint_every: steps between checkpoints;
-        # ddim_steps: DDIM step counts compared; n_eval: images per DDIM setting (grids, FID, IS);
-        # n_ddpm: images sampled with 1000-step DDPM (also the N of the FID compared across all
-        # rows); n_traj: digits in the trajectory figure
-        "fast": {"toy_n": 4_000, "toy_T": 100, "toy_steps": 400, "toy_batch": 256, "toy_lr": 2e-3,
-                 "n_toy_samples": 1_000, "n_gauss": 5_000, "unet_steps": 20, "demo_steps": 5,
-                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100, "ddim_steps": (10, 20),
-                 "n_eval": 70, "n_ddpm": 1, "n_traj": 4},
-        "full": {"toy_n": 20_000, "toy_T": 100, "toy_steps": 4_000, "toy_batch": 512, "toy_lr": 2e-3,
-                 "n_toy_samples": 2_000, "n_gauss": 20_000, "unet_steps": 8_000, "demo_steps": 150,
-                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500, "ddim_steps": (10, 20, 50, 100),
-                 "n_eval": 300, "n_ddpm": 80, "n_traj": 8},
-    },
-    "09_guidance": {
-        # (the closed-form 2-D guidance toy runs on the theory page, not in the lab)
-        # gammas: classifier-free guidance weights compared (0: unconditional, 1: conditional);
-        # n_per_class: columns of the class-by-row grids; ddim_steps: DDIM steps of every image sample;
-        # n_eval: samples per gamma for the classifier accuracy and the FID (and held-out digits for
-        # the noisy classifier's accuracy against t); cg_scales / n_cg /
-        # cg_steps: classifier-guidance scales, images per scale and DDIM steps (eps-form);
-        # n_ldm: latent-diffusion samples, also N of the cost comparison's FIDs and speeds;
-        # n_timing: training steps timed per model for the cost comparison;
-        # cddpm_steps / classifier_steps / ae_steps / ldm_steps: steps when training from scratch (on a
-        # GPU; the shipped checkpoints are used on a CPU after demo_steps), batch_size / lr as chapter 8;
-        # checkpoint_every: steps between checkpoints
-        "fast": {"gammas": (0.0, 1.0, 3.0, 5.0), "n_per_class": 1,
-                 "ddim_steps": 10, "n_eval": 20, "cg_scales": (0.0, 3.0), "n_cg": 10, "cg_steps": 10,
-                 "n_ldm": 20, "n_timing": 2, "demo_steps": 3, "cddpm_steps": 20, "classifier_steps": 20,
-                 "ae_steps": 20, "ldm_steps": 20, "batch_size": 64, "lr": 5e-4, "checkpoint_every": 100},
-        "full": {"gammas": (0.0, 1.0, 2.0, 3.0, 5.0),
-                 "n_per_class": 10, "ddim_steps": 50, "n_eval": 300, "cg_scales": (0.0, 1.0, 3.0, 10.0),
-                 "n_cg": 100, "cg_steps": 50, "n_ldm": 300, "n_timing": 20, "demo_steps": 50,
-                 "cddpm_steps": 8_000, "classifier_steps": 3_000, "ae_steps": 3_000, "ldm_steps": 8_000,
-                 "batch_size": 64, "lr": 5e-4, "checkpoint_every": 500},
-    },
-    "10_evaluation": {
-        # n_table: samples per row of the comparison table (the same N for every row that can
-        # afford it); max_evaluations: network evaluations one row may spend (a sampler needing
-        # `evaluations` per image gets min(n_table, max_evaluations // evaluations) samples, with
-        # its 1/N-corrected FID reported; below n_min samples only its speed is measured, on
-        # n_speed images after one warm-up image, if that fits in max_evaluations); ns: sample
-        # sizes of the FID-against-1/N fits; n_pitfall: images of the blur / noise / memorisation
-        # experiments; repeats: subsets averaged per N
-        "fast": {"n_table": 300, "max_evaluations": 1_000, "n_min": 200, "n_speed": 2,
-                 "ns": (100, 150, 200, 300), "n_pitfall": 300, "repeats": 1},
-        "full": {"n_table": 5_000, "max_evaluations": 50_000, "n_min": 200, "n_speed": 4,
-                 "ns": (250, 500, 1_000, 2_000, 5_000), "n_pitfall": 5_000, "repeats": 3},
-    },
+@dataclass(frozen=True)
+class Size:
+    """One budget entry: its value in the fast profile, in the full profile, and (if it differs) in the
+    full profile on a machine without a CUDA GPU, where a lab loads shipped checkpoints and samples less."""
+
+    fast: Any
+    full: Any
+    cpu: Any = None  # None: the same as ``full``
+
+    def value(self, profile_name: str, gpu: bool = True) -> Any:
+        if profile_name == "fast":
+            return self.fast
+        return self.full if gpu or self.cpu is None else self.cpu
+
+
+# Every lab's budget, in one place: one table per lab, one row per key, Size(fast, full[, cpu=...]),
+# each with what it sets. The labs read them with ``budget(lab)``; the table's name is the notebook's
+# name without ".ipynb". A row's ``cpu`` value applies in the full profile when the lab runs without a
+# CUDA GPU (labs 05, 09): there the lab trains short demonstration runs, loads the shipped checkpoints and
+# draws fewer samples, so that its full profile stays within 20 minutes on a 2-core CPU (DESIGN.md 11).
+
+LAB_00_GETTING_STARTED = {
+    "n_train": Size(1_024, 60_000),  # training digits used (at most what is available)
+    "steps": Size(60, 1_500),  # Adam steps of the pixel model
+    "batch_size": Size(64, 128),  # digits per step
+    "lr": Size(0.05, 0.05),  # Adam's learning rate
+}
+
+LAB_01_PROBABILITY = {
+    "n_max": Size(10_000, 1_000_000),  # largest number of draws in the MLE-vs-sample-size plot
+    "n_repeats": Size(5, 20),  # independent runs in that plot
+    "n_samples": Size(20_000, 1_000_000),  # ancestral samples from the Bayesian network
+    "n_gmm": Size(1_000, 5_000),  # 2-D points of each Gaussian-mixture fit
+    "em_iters": Size(100, 300),  # EM iterations of each fit
+    "n_restarts": Size(5, 10),  # EM runs from random starts
+    "n_bars": Size(500, 2_000),  # training images of the autoregressive model
+    "ar_steps": Size(300, 1_000),  # its Adam steps
+    "ar_lr": Size(0.05, 0.05),  # its learning rate
+    "n_ar": Size(5_000, 100_000),  # images sampled from it
+}
+
+LAB_02_INFORMATION_THEORY = {
+    "n_mc": Size(20_000, 1_000_000),  # samples of each Monte Carlo check
+    "n_max": Size(10_000, 1_000_000),  # largest sample size in the Gaussian-KL convergence plot
+    "n_repeats": Size(5, 20),  # independent runs in that plot
+    "n_pairs": Size(2_000, 50_000),  # random pairs of distributions (Gibbs' inequality, asymmetry)
+    "n_data": Size(1_000, 20_000),  # categorical samples of the cross-entropy (MLE) fit
+    "mle_steps": Size(100, 300),  # Adam steps of that fit
+    "fit_steps": Size(300, 600),  # Adam steps of each reverse-KL fit
+    "n_starts": Size(11, 41),  # starting means in the reverse-KL basin plot
+    "n_bins": Size(200, 1_000),  # grid cells of the discretised shifted uniforms in the JS plot
+}
+
+LAB_03_VARIATIONAL_INFERENCE = {
+    "fit_steps": Size(400, 3_000),  # Adam steps of each ELBO fit
+    "n_samples": Size(16, 32),  # reparameterised draws per ELBO estimate
+    "lr": Size(0.05, 0.05),  # Adam's initial learning rate (decayed linearly to zero)
+    "n_eval": Size(20_000, 1_000_000),  # draws of the final Monte Carlo checks (ELBO, q, importance sampling)
+    "n_x": Size(9, 33),  # points of the gap-against-x grid
+    "amortised_steps": Size(400, 6_000),  # Adam steps of the inference network
+    "batch_size": Size(128, 512),  # observations per step of the inference network
+    "hidden": Size(32, 64),  # hidden width of the inference network
+    "n_sweeps": Size(10, 10),  # CAVI sweeps
+}
+
+LAB_04_MARKOV_CHAINS = {
+    "n_days": Size(30, 30),  # days of pi_n plotted
+    "sim_days": Size(20_000, 200_000),  # length of the long simulation (method 3)
+    "walk_steps": Size(200, 1_000),  # random-walk length for the moments
+    "n_walkers": Size(5_000, 50_000),  # number of walkers for the moments
+    "bm_steps": Size(2_000, 10_000),  # grid steps of the Brownian path
+    "mh_chains": Size(200, 2_000),  # Metropolis-Hastings chains run side by side
+    "mh_steps": Size(1_000, 5_000),  # their length
+    "trace_steps": Size(300, 300),  # steps shown in the trace plot
+    "sweep_steps": Size(300, 1_000),  # steps per chain in the acceptance-rate sweep
+    "n_step_sizes": Size(6, 12),  # proposal scales in that sweep
+    "langevin_chains": Size(1_000, 5_000),  # Langevin chains
+    "langevin_steps": Size(500, 2_000),  # their length
+    "n_data": Size(2_000, 5_000),  # two-moons points noised
+    "T": Size(100, 100),  # steps of the noising chain
+}
+
+LAB_05_VAE = {
+    "batch_size": Size(128, 128),  # digits per Adam step (all models)
+    "lr": Size(1e-3, 1e-3),  # Adam's learning rate (all models)
+    # Passes over the training digits of the autoencoders, of each MLP VAE (latent 2, 20, 100,
+    # beta-VAE) and of the convolutional VAE, each capped at max_steps Adam steps (offline, on a few
+    # thousand digits, the epochs decide; on 60,000 digits, the cap). Without a GPU the lab trains the
+    # two shipped models (vae_mlp = latent 20, vae_conv) for demo_steps only, then loads them, and
+    # trains the others for at most cpu max_steps.
+    "ae_epochs": Size(4, 50),
+    "vae_epochs": Size(5, 100),
+    "conv_epochs": Size(2, 100),
+    "max_steps": Size(150, 8_000, cpu=1_000),
+    "demo_steps": Size(50, 200),  # the short run before a shipped checkpoint is loaded (CPU only)
+    "checkpoint_every": Size(100, 500),  # steps between checkpoints
+    "monitor_every": Size(25, 100),  # steps between learning-curve points
+    "n_monitor": Size(200, 1_000),  # digits in each monitored set (train and held out)
+    "beta": Size(4.0, 4.0),  # KL weight of the beta-VAE
+    "iwae_k": Size(100, 1_000),  # importance samples of the IWAE estimate
+    "n_iwae": Size(100, 1_000, cpu=300),  # held-out digits of the results table
+}
+
+LAB_06_GAN = {
+    # the 2-D GANs (MLP G and D), Adam(toy_lr, betas (0.5, 0.999))
+    "toy_n": Size(5_000, 50_000),  # training points
+    "toy_steps": Size(200, 2_000),  # generator steps
+    "toy_batch": Size(256, 256),  # points per step
+    "toy_lr": Size(1e-3, 1e-3),  # learning rate
+    "n_seeds": Size(2, 4),  # seeds of the mode-coverage table
+    "n_coverage": Size(1_000, 2_500),  # samples scored by gan.mode_coverage
+    "n_1d": Size(2_000, 20_000),  # samples of the two 1-D Gaussians
+    "d1_steps": Size(150, 2_000),  # Adam steps of the discriminator trained towards D* on them
+    # generator steps of the MNIST MLP GAN, the DCGAN and the conditional DCGAN when trained in the lab
+    # (on a GPU; the shipped checkpoints use the full values: 64, 77 and 22 epochs of the 5,000
+    # offline digits)
+    "mlp_steps": Size(40, 5_000),
+    "dcgan_steps": Size(40, 6_000),
+    "cdcgan_steps": Size(40, 1_750),
+    "batch_size": Size(64, 64),  # digits per step
+    "lr": Size(2e-4, 2e-4),  # Adam's rate (betas (0.5, 0.999), as pytorch/examples' dcgan)
+    "demo_steps": Size(10, 200),  # the short run a CPU does before loading the shipped checkpoint
+    "n_snapshots": Size(2, 4),  # sample grids over training
+    "checkpoint_every": Size(20, 500),  # steps between checkpoints
+    "n_fid": Size(500, 10_000),  # samples per FID (against the test split)
+}
+
+LAB_07_WGAN = {
+    "n_theta": Size(61, 401),  # values of theta in the parallel-lines plot
+    "n_1d": Size(1_000, 20_000),  # samples of the two 1-D distributions
+    "d1_steps": Size(80, 1_000),  # critic steps of the dual fit
+    "toy_n": Size(5_000, 50_000),  # 2-D training points
+    "toy_steps": Size(30, 400),  # generator steps of every toy run (a WGAN step: n_critic = 5 critic steps)
+    "toy_batch": Size(128, 256),  # points per batch of every toy run
+    "toy_lr": Size(1e-3, 1e-3),  # learning rate of all toy runs
+    "n_seeds": Size(1, 3),  # seeds of the mode-coverage table
+    "n_coverage": Size(1_000, 2_500),  # samples scored by gan.mode_coverage
+    "n_w1": Size(200, 1_000),  # points of the exact sample W1, monitored every monitor_every steps
+    "monitor_every": Size(10, 25),
+    # generator steps of the MNIST WGANs (trained in the lab on a GPU; the shipped checkpoints use the
+    # full value)
+    "mnist_steps": Size(10, 5_000),
+    "batch_size": Size(64, 64),  # digits per step
+    "demo_steps": Size(3, 20),  # the short run a CPU does before loading the checkpoints
+    "checkpoint_every": Size(50, 100),  # steps between checkpoints
+    "n_fid": Size(500, 10_000),  # samples per FID
+}
+
+LAB_08_DIFFUSION = {
+    # the 2-D model: two-moons points, diffusion steps of its schedule, Adam steps, points per step and
+    # learning rate of the MLP denoiser, points sampled from it
+    "toy_n": Size(4_000, 20_000),
+    "toy_T": Size(100, 100),
+    "toy_steps": Size(400, 4_000),
+    "toy_batch": Size(256, 512),
+    "toy_lr": Size(2e-3, 2e-3),
+    "n_toy_samples": Size(1_000, 2_000),
+    "n_gauss": Size(5_000, 20_000),  # samples of the Gaussian-data check
+    "unet_steps": Size(20, 8_000),  # U-Net steps when training from scratch (full profile on a GPU)
+    "demo_steps": Size(5, 150),  # the short run on a CPU before the shipped checkpoint is loaded
+    "batch_size": Size(64, 64),  # digits per step
+    "lr": Size(5e-4, 5e-4),  # Adam's learning rate
+    "checkpoint_every": Size(100, 500),  # steps between checkpoints
+    "ddim_steps": Size((10, 20), (10, 20, 50, 100)),  # DDIM step counts compared
+    "n_eval": Size(70, 300),  # images per DDIM setting (grids, FID, IS)
+    "n_ddpm": Size(1, 80),  # images sampled with 1000-step DDPM (also the N of the FID compared across rows)
+    "n_traj": Size(4, 8),  # digits in the trajectory figure
+}
+
+LAB_09_GUIDANCE = {
+    # (the closed-form 2-D guidance toy runs on the theory page, not in the lab)
+    # classifier-free guidance weights compared (0: unconditional, 1: conditional)
+    "gammas": Size((0.0, 1.0, 3.0, 5.0), (0.0, 1.0, 2.0, 3.0, 5.0)),
+    "n_per_class": Size(1, 10, cpu=8),  # columns of the class-by-row grids
+    "ddim_steps": Size(10, 50),  # DDIM steps of every image sample
+    # samples per gamma for the classifier accuracy and the FID (and held-out digits for the noisy
+    # classifier's accuracy against t); FID needs more than 64
+    "n_eval": Size(20, 300, cpu=80),
+    "cg_scales": Size((0.0, 3.0), (0.0, 1.0, 3.0, 10.0)),  # classifier-guidance scales
+    "n_cg": Size(10, 100, cpu=70),  # images per scale
+    "cg_steps": Size(10, 50),  # DDIM steps (eps-form) of classifier guidance
+    "n_ldm": Size(20, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
+    "n_timing": Size(2, 20, cpu=10),  # training steps timed per model for the cost comparison
+    "demo_steps": Size(3, 50),  # the short run before a shipped checkpoint is loaded (no GPU)
+    # steps when training from scratch (on a GPU; the shipped checkpoints are used after demo_steps)
+    "cddpm_steps": Size(20, 8_000),
+    "classifier_steps": Size(20, 3_000),
+    "ae_steps": Size(20, 3_000),
+    "ldm_steps": Size(20, 8_000),
+    "batch_size": Size(64, 64),  # digits per step, as chapter 8
+    "lr": Size(5e-4, 5e-4),  # Adam's learning rate, as chapter 8
+    "checkpoint_every": Size(100, 500),  # steps between checkpoints
+}
+
+LAB_10_EVALUATION = {
+    "n_table": Size(300, 5_000),  # samples per row of the comparison table (the same N for every row)
+    # network evaluations one row may spend: a sampler needing `evaluations` per image gets
+    # min(n_table, max_evaluations // evaluations) samples, with its 1/N-corrected FID reported; below
+    # n_min samples only its speed is measured, on n_speed images after one warm-up image, if that fits
+    "max_evaluations": Size(1_000, 50_000),
+    "n_min": Size(200, 200),
+    "n_speed": Size(2, 4),
+    "ns": Size((100, 150, 200, 300), (250, 500, 1_000, 2_000, 5_000)),  # N of the FID-against-1/N fits
+    "n_pitfall": Size(300, 5_000),  # images of the blur / noise / memorisation experiments
+    "repeats": Size(1, 3),  # subsets averaged per N
+}
+
+BUDGETS: dict[str, dict[str, Size]] = {
+    "00_getting_started": LAB_00_GETTING_STARTED,
+    "01_probability": LAB_01_PROBABILITY,
+    "02_information_theory": LAB_02_INFORMATION_THEORY,
+    "03_variational_inference": LAB_03_VARIATIONAL_INFERENCE,
+    "04_markov_chains": LAB_04_MARKOV_CHAINS,
+    "05_vae": LAB_05_VAE,
+    "06_gan": LAB_06_GAN,
+    "07_wgan": LAB_07_WGAN,
+    "08_diffusion": LAB_08_DIFFUSION,
+    "09_guidance": LAB_09_GUIDANCE,
+    "10_evaluation": LAB_10_EVALUATION,
 }
 
 
@@ -220,11 +261,16 @@ def profile() -> str:
     return "fast" if is_fast() else "full"
 
 
-def budget(lab: str, profile_name: str | None = None) -> MappingProxyType:
+def budget(lab: str, profile_name: str | None = None, device: torch.device | str | None = None
+           ) -> MappingProxyType:
     """The read-only budget of ``lab`` for the active profile (or ``profile_name``).
 
+    In the full profile, ``device`` (the device the lab runs on) chooses between the values for a CUDA
+    GPU (the default, also when ``device`` is None) and the ``cpu`` values of the rows that have them,
+    for any other device: a CPU (or an Apple GPU) loads shipped checkpoints and draws fewer samples.
+
     >>> budget("00_getting_started")["steps"]  # doctest: +SKIP
-    600
+    1500
     """
     if lab not in BUDGETS:
         known = ", ".join(sorted(BUDGETS))
@@ -232,7 +278,8 @@ def budget(lab: str, profile_name: str | None = None) -> MappingProxyType:
     name = profile() if profile_name is None else profile_name
     if name not in ("fast", "full"):
         raise ValueError(f"profile_name must be 'fast' or 'full', got {name!r}.")
-    return MappingProxyType(dict(BUDGETS[lab][name]))
+    gpu = device is None or torch.device(device).type == "cuda"
+    return MappingProxyType({key: size.value(name, gpu) for key, size in BUDGETS[lab].items()})
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -283,5 +330,5 @@ def describe(lab: str | None = None) -> str:
     text = f"profile: {profile()} (COURSE_FAST={os.environ.get('COURSE_FAST', 'unset')}), "
     text += f"device: {get_device()}, torch {torch.__version__}"
     if lab is not None:
-        text += f"\nbudget for {lab}: {dict(budget(lab))}"
+        text += f"\nbudget for {lab}: {dict(budget(lab, device=get_device()))}"
     return text

@@ -27,9 +27,33 @@ def test_bad_profile_value_says_what_to_do(monkeypatch):
 
 
 def test_every_budget_has_both_profiles_with_the_same_keys():
-    for lab, profiles in config.BUDGETS.items():
-        assert set(profiles) == {"fast", "full"}, lab
-        assert set(profiles["fast"]) == set(profiles["full"]), lab
+    for lab in config.BUDGETS:
+        fast, full = config.budget(lab, "fast"), config.budget(lab, "full")
+        cpu = config.budget(lab, "full", device="cpu")
+        assert set(fast) == set(full) == set(cpu), lab
+        for key, size in config.BUDGETS[lab].items():
+            assert isinstance(size, config.Size), (lab, key)
+            # the same kind of value in every profile (a tuple stays a tuple, a count stays a count)
+            for value in (full[key], cpu[key]):
+                assert type(value) is type(fast[key]), (lab, key, fast[key], value)
+
+
+def test_cpu_values_apply_to_the_full_profile_without_a_gpu_only():
+    full, cuda = config.budget("09_guidance", "full"), config.budget("09_guidance", "full", device="cuda")
+    cpu, mps = config.budget("09_guidance", "full", device="cpu"), config.budget("09_guidance", "full", "mps")
+    assert dict(full) == dict(cuda) and dict(cpu) == dict(mps)
+    assert cpu["n_eval"] < full["n_eval"] and cpu["ddim_steps"] == full["ddim_steps"]
+    fast = config.budget("09_guidance", "fast")
+    assert dict(config.budget("09_guidance", "fast", device="cpu")) == dict(fast)
+    # a row without a cpu value is the same on every device
+    assert config.budget("00_getting_started", "full", "cpu") == config.budget("00_getting_started", "full")
+
+
+def test_cpu_values_never_grow_a_budget():
+    for lab, sizes in config.BUDGETS.items():
+        for key, size in sizes.items():
+            if size.cpu is not None and isinstance(size.full, int | float):
+                assert size.cpu < size.full, (lab, key)
 
 
 def test_budget_follows_profile_and_is_read_only(monkeypatch):
