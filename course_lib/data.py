@@ -27,6 +27,7 @@ import torch
 
 from .config import data_dir as default_data_dir
 from .config import get_device
+from .provenance import portable_path
 
 DATASETS = ("mnist", "fashion_mnist")
 _FILES = {
@@ -84,7 +85,7 @@ def load_dataset(name: str = "mnist", split: str = "train", *, device: torch.dev
                 f"{root / _FOLDERS[name][0] / 'raw'}, or use name='mnist'. ({failure})")
         found = _offline_mnist(split, root)
         print(f"{OFFLINE_MESSAGE} ({found[2].split(': ', 1)[1]}). "
-              f"MNIST could not be loaded into {root}: {failure}.")
+              f"MNIST could not be loaded into {portable_path(root)}: {failure}.")
     images, labels, source = found
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -124,7 +125,8 @@ def _read_local(name: str, split: str, root: Path):
             paths.append(hits[0] if hits else None)
         if all(paths):
             images, labels = read_idx(paths[0]), read_idx(paths[1])
-            return images, labels, f"{name} {split} split, {len(labels):,} images from {folder}"
+            where = portable_path(folder)  # COURSE_DATA_DIR/..., never a path of this machine
+            return images, labels, f"{name} {split} split, {len(labels):,} images from {where}"
     return None
 
 

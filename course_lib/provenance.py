@@ -10,9 +10,11 @@ is built from there.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +25,47 @@ MIME = "application/json"
 KEY = "course_provenance"
 REQUIRED = ("lab", "profile", "device", "device_name", "data", "wall_time_s", "date",
             "course_lib", "torch", "python")
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _bases() -> list[tuple[Path, str]]:
+    """The folders a path is shown relative to, most specific first, with their portable names."""
+    bases = []
+    if os.environ.get("COURSE_DATA_DIR"):
+        bases.append((config.data_dir(), "COURSE_DATA_DIR"))
+    bases += [(_REPO, "."), (Path.home(), "~")]
+    return bases
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as it may be printed or stored: never an absolute path of this machine.
+
+    A path under ``$COURSE_DATA_DIR`` is shown as ``COURSE_DATA_DIR/...``, one inside the
+    repository relative to it (``checkpoints/ddpm_mnist.pt``), one under the home folder as
+    ``~/...``, and any other absolute path by its last two parts (``.../data/mnist-test``).
+    A relative path is returned unchanged.
+    """
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return str(path)
+    for base, name in _bases():
+        try:
+            rest = p.relative_to(base)
+        except ValueError:
+            continue
+        if name == ".":
+            return str(rest)
+        return name if rest == Path() else f"{name}/{rest.as_posix()}"
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def portable_text(text: str) -> str:
+    """``text`` with every occurrence of a machine-specific folder replaced as ``portable_path`` does."""
+    for base, name in _bases():
+        prefix = str(base)
+        if len(prefix) > 1:
+            text = text.replace(prefix + os.sep, f"{name}/" if name != "." else "").replace(prefix, name)
+    return text
 
 
 @dataclass
@@ -37,9 +80,13 @@ class RunRecord:
     data: list[str] = field(default_factory=list)
 
     def used(self, data: Any) -> Any:
-        """Record a dataset (an ``ImageData``, or a string describing it); return it unchanged."""
+        """Record a dataset (an ``ImageData``, or a string describing it); return it unchanged.
+
+        The description never keeps an absolute path of this machine (``portable_text``).
+        """
         text = f"{data.name}/{data.split}: {len(data):,} images ({data.source})" if hasattr(
             data, "source") else str(data)
+        text = portable_text(text)
         if text not in self.data:
             self.data.append(text)
         return data
