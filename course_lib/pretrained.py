@@ -115,12 +115,20 @@ def locate(name: str, *, path: str | Path = MANIFEST, local_dir: str | Path | No
 
 
 def build(entry: dict[str, Any]) -> nn.Module:
-    """Instantiate the (untrained) model an entry describes: ``Class(ConfigClass(**config))``."""
+    """Instantiate the (untrained) model an entry describes: ``Class(ConfigClass(**config))``.
+
+    A diffusion model's entry also names the noise schedule it was trained with (``"schedule"``,
+    e.g. ``{"kind": "linear", "T": 1000, ...}``); the model records it as ``trained_schedule``, and
+    the samplers refuse to run it with another one (``diffusion.check_schedule``).
+    """
     cls = _import(entry["class"])
     config = _tuples(entry.get("config") or {})
-    if entry.get("config_class"):
-        return cls(_import(entry["config_class"])(**config))
-    return cls(**config)
+    model = cls(_import(entry["config_class"])(**config)) if entry.get("config_class") else cls(**config)
+    if entry.get("schedule"):
+        from .diffusion import schedule_from_spec
+
+        model.trained_schedule = schedule_from_spec(entry["schedule"])
+    return model
 
 
 def load(name: str, device: torch.device | str | None = None, *, path: str | Path = MANIFEST,
@@ -157,6 +165,8 @@ def save(name: str, model: nn.Module, provenance: dict[str, Any], *, config: Any
         "config_class": (f"{type(config).__module__}.{type(config).__qualname__}"
                          if dataclasses.is_dataclass(config) else None),
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {}),
+        **({"schedule": schedule.spec} if getattr(schedule := getattr(model, "trained_schedule", None),
+                                                  "spec", None) else {}),
         "sha256": sha256(target),
         "bytes": target.stat().st_size,
         "dtype": "float16" if half else "float32",

@@ -54,12 +54,19 @@ def _conditional_gan(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
     return from_tanh_range(model.sample(n, y=y, generator=g))
 
 
+def _schedule(model: nn.Module):
+    """The noise schedule a shipped diffusion model was trained with (its manifest entry records it)."""
+    from .diffusion import linear_schedule
+
+    return getattr(model, "trained_schedule", None) or linear_schedule(1000)
+
+
 def _diffusion(steps: int | None) -> SampleFn:
     """DDPM ancestral sampling (steps None: all T) or deterministic DDIM with ``steps`` steps."""
     def sample(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
-        from .diffusion import ddim_sample, ddpm_sample, linear_schedule
+        from .diffusion import ddim_sample, ddpm_sample
 
-        sched = linear_schedule(1000)  # the shipped ddpm_mnist's schedule (its provenance says so)
+        sched = _schedule(model)  # ddpm_mnist's: linear, T = 1000
         device = next(model.parameters()).device
         shape = (n, 1, 28, 28)
         with torch.no_grad():
@@ -78,26 +85,25 @@ def _balanced_labels(n: int, device: torch.device) -> Tensor:
 
 def _cfg(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
     """DDIM-50 on chapter 9's class-conditional DDPM, guided with gamma = GUIDANCE_SCALE."""
-    from .diffusion import ddim_sample, linear_schedule
+    from .diffusion import ddim_sample
     from .guidance import guided_eps
 
     device = next(model.parameters()).device
     eps = guided_eps(model, _balanced_labels(n, device), GUIDANCE_SCALE)
     with torch.no_grad():
-        x = ddim_sample(eps, linear_schedule(1000), (n, 1, 28, 28), steps=50, generator=g, clip_x0=1.0,
+        x = ddim_sample(eps, _schedule(model), (n, 1, 28, 28), steps=50, generator=g, clip_x0=1.0,
                         device=device)
     return ((x + 1) / 2).clamp(0, 1)
 
 
 def _latent_diffusion(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
     """DDIM-50 in the latent space of ``latent_ae_mnist``, guided with gamma = GUIDANCE_SCALE, decoded."""
-    from .diffusion import linear_schedule
     from .latent import latent_sample
 
     device = next(model.parameters()).device
     autoencoder = pretrained.load("latent_ae_mnist", device)
     with torch.no_grad():
-        return latent_sample(model, autoencoder, linear_schedule(1000), n, steps=50,
+        return latent_sample(model, autoencoder, _schedule(model), n, steps=50,
                              y=_balanced_labels(n, device), gamma=GUIDANCE_SCALE, generator=g, device=device)
 
 
