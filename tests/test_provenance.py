@@ -1,3 +1,7 @@
+import json
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,3 +68,21 @@ def test_data_from_files_on_disk_names_no_machine_path(tmp_path, monkeypatch, ca
     ds = data.load_dataset("mnist", "test", device="cpu", download=False)
     assert ds.source == f"mnist test split, {n} images from COURSE_DATA_DIR/mnist-test"
     assert str(tmp_path) not in capsys.readouterr().out
+
+
+_MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:work|home|root|tmp|Users|mnt|content|private|var)/")
+
+
+@pytest.mark.parametrize("lab", sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_stored_outputs_and_provenance_name_no_machine_path(lab):
+    nb = json.loads(lab.read_text())
+    texts = [json.dumps(nb["metadata"].get("course", {}))]
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            texts.append("".join(out.get("text", "")))
+            texts += ["".join(v) if isinstance(v, list) else str(v) for k, v in out.get("data", {}).items()
+                      if k.startswith("text/") or k == provenance.MIME]
+    hits = sorted({m.group(0) for t in texts for m in _MACHINE_PATH.finditer(t)})
+    assert not hits, (f"{lab.name} stores an absolute path of the machine that ran it ({hits}): "
+                      "print COURSE_DATA_DIR/... or a repository-relative path (provenance.portable_path)")
