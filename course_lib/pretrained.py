@@ -10,14 +10,20 @@ it, data, steps, wall time, device, date, scores). The manifest ships *inside* t
 Where ``load`` finds the weights, in order:
 1. ``checkpoints/NAME.pt`` of the checkout this library runs from (``pip install -e .``);
 2. ``<COURSE_DATA_DIR>/checkpoints/NAME.pt`` (a previous download);
-3. a download from the repository's raw-file URL (Colab), checked against the SHA-256.
+3. a download (Colab, ``pip install``), checked against the SHA-256 before it is kept. Each entry
+   pins the commit (``revision``) in which its weight file was committed, and the download reads
+   the file at that commit: a library installed today still fetches its own weights after a
+   checkpoint is retrained on the branch. ``$COURSE_CHECKPOINT_URL`` replaces the source with a
+   mirror (a URL or a local folder holding ``NAME.pt`` files); ``$COURSE_CHECKPOINT_TIMEOUT``
+   sets the seconds without data before a download gives up (default 60).
 The file is always read with ``torch.load(..., weights_only=True)``.
 
     classifier = pretrained.load("digit_classifier")
     pretrained.info("digit_classifier")["provenance"]["scores"]
 
-``scripts/train_checkpoint.py NAME`` trains a shipped model from the library's own code and
-writes it with ``save``.
+``scripts/train_checkpoint.py NAME`` (in a clone of the repository) trains a shipped model from
+the library's own code and writes it with ``save``; once the weights are committed,
+``scripts/train_checkpoint.py --pin`` records that commit as the entry's ``revision``.
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import download as _download
 from .config import data_dir
 
 MANIFEST = Path(__file__).with_name("checkpoints.json")
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # in a checkout: the repo's folder
 # beside the weights in a checkout: {"NAME.pt": entry} for every checkpoints/NAME.pt, written from MANIFEST
 CHECKOUT_MANIFEST = CHECKPOINTS / "MANIFEST.json"
+MIRROR_ENV = "COURSE_CHECKPOINT_URL"  # a mirror: URL or folder that holds NAME.pt files
+TIMEOUT_ENV = "COURSE_CHECKPOINT_TIMEOUT"  # seconds without data before a download gives up
+DEFAULT_TIMEOUT = 60.0
 
 
 class CheckpointError(RuntimeError):
@@ -61,9 +71,18 @@ def info(name: str, path: str | Path = MANIFEST) -> dict[str, Any]:
     entries = manifest(path)["checkpoints"]
     if name not in entries:
         raise CheckpointError(f"No shipped checkpoint named {name!r}. Available: "
-                              f"{', '.join(sorted(entries)) or 'none'}. Train one with "
-                              f"`python scripts/train_checkpoint.py {name}`.")
+                              f"{', '.join(sorted(entries)) or 'none'}.")
     return entries[name]
+
+
+def in_checkout() -> bool:
+    """True when this library runs from a clone of the course repository (``pip install -e .``).
+
+    Then ``checkpoints/`` and ``scripts/`` sit beside ``course_lib/``; after a ``pip install`` they
+    do not exist (and ``site-packages`` is no place to write weights).
+    """
+    root = CHECKPOINTS.parent
+    return (root / "pyproject.toml").is_file() and (root / "scripts" / "train_checkpoint.py").is_file()
 
 
 def sha256(path: str | Path) -> str:
@@ -75,43 +94,117 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def raw_url(name: str, path: str | Path = MANIFEST) -> str:
-    """Where a checkpoint is downloaded from: the raw file on the course repository's branch."""
+def raw_url(name: str, path: str | Path = MANIFEST, *, revision: str | None = None) -> str:
+    """The raw file ``checkpoints/NAME.pt`` on GitHub, at ``revision`` (a commit or a branch).
+
+    Default: the entry's pinned ``revision`` (the commit holding exactly these weights), else the
+    manifest's branch (an entry not pinned yet).
+    """
     m = manifest(path)
+    entry = info(name, path)
     owner_repo = m["repository"].rstrip("/").removeprefix("https://github.com/")
-    return f"https://raw.githubusercontent.com/{owner_repo}/{m['branch']}/checkpoints/{name}.pt"
+    ref = revision or entry.get("revision") or m["branch"]
+    return f"https://raw.githubusercontent.com/{owner_repo}/{ref}/checkpoints/{name}.pt"
+
+
+def sources(name: str, path: str | Path = MANIFEST) -> list[str]:
+    """The URLs a download of ``name`` tries, in order.
+
+    ``$COURSE_CHECKPOINT_URL`` set: only ``<that URL or folder>/NAME.pt``. Otherwise the file at the
+    pinned commit, then on the branch (for a history rewritten since the pin; the SHA-256 check
+    still rejects any other weights).
+    """
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if mirror:
+        return [_download.as_url(mirror).rstrip("/") + f"/{name}.pt"]
+    branch = manifest(path)["branch"]
+    urls = [raw_url(name, path), raw_url(name, path, revision=branch)]
+    return list(dict.fromkeys(urls))
 
 
 def locate(name: str, *, path: str | Path = MANIFEST, local_dir: str | Path | None = None,
-           cache_dir: str | Path | None = None, download: bool = True) -> Path:
-    """The verified file of checkpoint ``name`` (see the module docstring for the search order)."""
+           cache_dir: str | Path | None = None, download: bool = True,
+           timeout: float | None = None) -> Path:
+    """The verified file of checkpoint ``name`` (see the module docstring for the search order).
+
+    ``local_dir``: the checkout's ``checkpoints/`` folder (default: this checkout's, if the library
+    runs from one). ``cache_dir``: where downloads are kept (default ``COURSE_DATA_DIR/checkpoints``).
+    ``timeout``: seconds without data before a download gives up (default ``$COURSE_CHECKPOINT_TIMEOUT``
+    or 60).
+    """
     entry = info(name, path)
-    local = Path(local_dir) if local_dir is not None else CHECKPOINTS
+    local = Path(local_dir) if local_dir is not None else (CHECKPOINTS if in_checkout() else None)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "checkpoints"
-    for candidate in (local / f"{name}.pt", cache / f"{name}.pt"):
-        if candidate.exists():
-            found = sha256(candidate)
-            if found != entry["sha256"]:
-                raise CheckpointError(
-                    f"{candidate} does not match the manifest (SHA-256 {found[:12]}... instead of "
-                    f"{entry['sha256'][:12]}...): it is stale or corrupt. Delete it (it will be "
-                    f"downloaded again), or retrain it with `python scripts/train_checkpoint.py {name}`.")
-            return candidate
-    if not download:
-        raise CheckpointError(f"Checkpoint {name!r} is neither in {local} nor in {cache}, and "
-                              "download=False.")
-    url = raw_url(name, path)
-    cache.mkdir(parents=True, exist_ok=True)
+    if local is not None and (local / f"{name}.pt").exists():
+        candidate = local / f"{name}.pt"
+        found = sha256(candidate)
+        if found != entry["sha256"]:
+            raise CheckpointError(
+                f"{candidate} does not match the manifest (SHA-256 {found[:12]}... instead of "
+                f"{entry['sha256'][:12]}...): it was retrained without its manifest entry, or it is "
+                f"corrupt. `git checkout -- checkpoints/{name}.pt` restores the committed file; "
+                f"`python scripts/train_checkpoint.py {name}` retrains it together with its entry.")
+        return candidate
     target = cache / f"{name}.pt"
-    try:
-        # Checks the SHA-256 prefix and removes the partial file on a mismatch.
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=entry["sha256"], progress=False)
-    except Exception as err:  # no network, blocked host, wrong hash, ...
-        raise CheckpointError(
-            f"Checkpoint {name!r} is not on this machine and could not be downloaded from {url} "
-            f"({type(err).__name__}: {err}). Connect to the internet, or copy {name}.pt into {cache} "
-            f"or {local}, or train it with `python scripts/train_checkpoint.py {name}`.") from err
-    return target
+    stale = target.exists()
+    if stale and sha256(target) == entry["sha256"]:
+        return target
+    if not download:
+        where = f"in {local} nor in {cache}" if local is not None else f"in {cache}"
+        raise CheckpointError(f"Checkpoint {name!r} is neither {where}, and download=False."
+                              + _by_hand(name, entry, cache))
+    if timeout is None:
+        timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    failures: list[_download.DownloadFailed] = []
+    for url in sources(name, path):
+        try:
+            # streams into a temporary file beside the target, renamed onto it only once verified
+            return _download.fetch(url, target, sha256=entry["sha256"], size=entry.get("bytes"),
+                                   timeout=timeout)
+        except _download.DownloadFailed as err:
+            failures.append(err)
+            if err.kind not in ("not_found", "hash_mismatch"):
+                break  # the same host would fail the same way: say so now
+    raise CheckpointError(_failure_message(name, entry, failures, cache, stale, timeout)) from failures[-1]
+
+
+_ADVICE = {
+    "unreachable": "This machine could not reach the server: connect to the internet (on Colab: "
+                   "is the runtime connected?). Where the host is blocked, point "
+                   f"{MIRROR_ENV} to a mirror (a URL or a local folder that holds NAME.pt).",
+    "timeout": "The server sent nothing for {timeout:g} s: run the cell again, allow more time with "
+               f"{TIMEOUT_ENV}=300, or use a mirror ({MIRROR_ENV}).",
+    "interrupted": "The connection broke before the whole file arrived (nothing partial was kept): "
+                   "run the cell again.",
+    "not_found": "There is no such file at that address: a fork that lacks the course's history, a "
+                 "mirror without this file, or a manifest entry whose revision was never pushed. "
+                 f"Point {MIRROR_ENV} to a URL or folder that holds NAME.pt.",
+    "hash_mismatch": "The server has other weights under this name (retrained after this course_lib "
+                     "was released, or a stale mirror); nothing was kept. Reinstall course_lib from "
+                     "the same repository, or point {mirror} to a copy of the file with this hash.",
+    "http": "The server refused the download: try again later, or use a mirror ({mirror}).",
+}
+
+
+def _failure_message(name: str, entry: dict[str, Any], failures: list, cache: Path, stale: bool,
+                     timeout: float) -> str:
+    tried = "\n".join(f"  - {f.url}: {f.detail}" for f in failures)
+    advice = _ADVICE[failures[-1].kind].format(timeout=timeout, mirror=MIRROR_ENV).replace("NAME", name)
+    text = (f"Checkpoint {name!r} is not on this machine and could not be downloaded:\n{tried}\n"
+            f"{advice}")
+    if stale:
+        text += f"\n({cache / f'{name}.pt'} holds other weights, from another course_lib version.)"
+    return text + _by_hand(name, entry, cache)
+
+
+def _by_hand(name: str, entry: dict[str, Any], cache: Path) -> str:
+    """What a reader can do without the download: copy the file in, or train it (in a clone)."""
+    text = (f"\nYou can also copy {name}.pt (SHA-256 {entry['sha256'][:12]}...) into {cache} "
+            f"(set COURSE_DATA_DIR to choose that folder)")
+    if in_checkout():
+        return text + f", or train it: `python scripts/train_checkpoint.py {name}`."
+    return text + (", or train it: clone the course repository and run "
+                   f"`python scripts/train_checkpoint.py {name}` there (hours on a CPU).")
 
 
 def build(entry: dict[str, Any]) -> nn.Module:
