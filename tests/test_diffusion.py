@@ -318,3 +318,144 @@ def test_gaussian_mixture_eps_bad_inputs_raise(sched):
     with pytest.raises(ValueError, match="like the component means"):
         D.gaussian_mixture_eps(sched, means, [1.0, 1.0], [0.5, 0.5])(torch.zeros(3, 3),
                                                                      torch.tensor([0, 1, 1]))
+
+
+# --- tests that a wrong sigma_t, DDIM coefficient or clipping fails -----------------------------
+
+def test_strided_ddim_step_sigma_is_the_posterior_std_of_the_jump(sched):
+    """For a jump t -> t' < t - 1, sigma(eta = 1)^2 is Var(x_{t'} | x_t, x_0) of the forward process
+    x_t = sqrt(a_t / a_t') x_t' + sqrt(1 - a_t / a_t') e (brute-force Gaussian conditioning), not
+    beta_t: the two agree only for t' = t - 1."""
+    g = torch.Generator().manual_seed(11)
+    xt = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    z = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    for t, t_prev in ((999, 979), (500, 300), (60, 0), (20, -1)):
+        a = sched.alphas_bar[t].item()
+        a_prev = sched.alphas_bar[t_prev].item() if t_prev >= 0 else 1.0
+        # (x_t', x_t) given x_0: variances 1 - a_prev and 1 - a, covariance sqrt(a / a_prev) (1 - a_prev)
+        v1, v2, c12 = 1 - a_prev, 1 - a, math.sqrt(a / a_prev) * (1 - a_prev)
+        posterior_var = v1 - c12**2 / v2
+        x0_hat = (xt - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        for eta in (0.0, 0.3, 1.0):
+            sigma = eta * math.sqrt(max(posterior_var, 0.0))
+            expected = (math.sqrt(a_prev) * x0_hat + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+                        + sigma * z)
+            out = D.ddim_step(sched, eps, xt, t, t_prev, eta=eta, noise=z)
+            assert torch.allclose(out, expected, rtol=1e-9, atol=1e-12), (t, t_prev, eta)
+    # the step draws its own noise with the same sigma: Var(x_t' | x_t) = sigma^2 by Monte Carlo
+    n, t, t_prev = 200_000, 999, 979
+    a, a_prev = sched.alphas_bar[t].item(), sched.alphas_bar[t_prev].item()
+    sigma2 = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
+    x = torch.full((n, 1), 0.4, dtype=torch.float64)
+    out = D.ddim_step(sched, torch.full_like(x, -0.2), x, t, t_prev, eta=1.0, generator=g)
+    assert abs(out.var().item() - sigma2) < 4 * sigma2 * math.sqrt(2 / n)
+
+
+def _gaussian_sampler_moments(sched, m, s, mean, var, *, ddpm=None, times=None, eta=0.0):
+    """Mean and variance of a sampler's x_0 for data N(m, s^2) and the exact eps, by recursion (float64).
+
+    With eps*(x, t) = c_t (x - sqrt(a_t) m), c_t = sqrt(1 - a_t) / (a_t s^2 + 1 - a_t), every step is
+    x' = A x + B + sigma z, so mean' = A mean + B and var' = A^2 var + sigma^2. ``ddpm``: "beta_tilde"
+    or "beta" (Ho et al.'s mean (x - beta_t / sqrt(1 - a_t) eps) / sqrt(alpha_t), no noise at t = 0);
+    otherwise DDIM on ``times`` (Song et al. eq. 12 with eq. 16's sigma times eta).
+    """
+    ab, betas = sched.alphas_bar.tolist(), sched.betas.tolist()
+    steps = list(range(sched.T - 1, -1, -1)) if ddpm else times
+    for t, t_prev in zip(steps, steps[1:] + [-1], strict=True):
+        a, a_prev = ab[t], (ab[t_prev] if t_prev >= 0 else 1.0)
+        c = math.sqrt(1 - a) / (a * s**2 + 1 - a)  # eps = c x + e
+        e = -c * math.sqrt(a) * m
+        if ddpm:
+            beta = betas[t]
+            A = (1 - beta / math.sqrt(1 - a) * c) / math.sqrt(1 - beta)
+            B = -beta / math.sqrt(1 - a) * e / math.sqrt(1 - beta)
+            sigma2 = 0.0 if t == 0 else beta * ((1 - a_prev) / (1 - a) if ddpm == "beta_tilde" else 1.0)
+        else:
+            sigma2 = eta**2 * (1 - a_prev) / (1 - a) * (1 - a / a_prev)
+            d = math.sqrt(1 - a_prev - sigma2)  # x0_hat = (x - sqrt(1 - a) eps) / sqrt(a)
+            A = math.sqrt(a_prev) * (1 - math.sqrt(1 - a) * c) / math.sqrt(a) + d * c
+            B = -math.sqrt(a_prev) * math.sqrt(1 - a) * e / math.sqrt(a) + d * e
+        mean, var = A * mean + B, A * A * var + sigma2
+    return mean, var
+
+
+@pytest.mark.parametrize("ddpm, steps, eta", [("beta_tilde", None, 0.0), ("beta", None, 0.0), (None, 50, 0.0),
+                                             (None, 50, 1.0), (None, 10, 0.5)])
+def test_gaussian_data_sampler_moments_match_the_exact_recursion(ddpm, steps, eta):
+    """Data N(m, s^2) per coordinate and the exact eps: each sampler is linear in x_T and its noise, so
+    the mean and variance of its x_0 follow exactly from a recursion; unlike the one-point oracle
+    (x0-hat exact at every step) they depend on sigma_t and on every DDIM coefficient. Four
+    coordinates: narrow data (s = 0.02, where the last steps' noise dominates) and wide data, each
+    from x_T ~ N(0, 1) and from the fixed x_T = 1.5 (where Var(x_0 | x_T) is the injected noise).
+    T = 250 with 4 times Ho et al.'s betas (alpha-bar_{T-1} = 4e-5, as for T = 1000) keeps it fast."""
+    sched = D.linear_schedule(250, 4e-4, 0.08)
+    m = torch.tensor([1.0, 0.5, 1.0, 0.5], dtype=torch.float64)
+    s = torch.tensor([0.02, 0.5, 0.02, 0.5], dtype=torch.float64)
+    starts = [(0.0, 1.0), (0.0, 1.0), (1.5, 0.0), (1.5, 0.0)]  # mean and variance of x_T
+    n = 10_000
+    x_T = torch.randn(n, 4, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    x_T[:, 2:] = 1.5
+    eps_model = D.gaussian_data_eps(sched, m, s)
+    f64 = {"x_T": x_T, "generator": torch.Generator().manual_seed(13), "dtype": torch.float64}
+    if ddpm:
+        x = D.ddpm_sample(eps_model, sched, (n, 4), variance=ddpm, **f64)
+        times = None
+    else:
+        x = D.ddim_sample(eps_model, sched, (n, 4), steps=steps, eta=eta, **f64)
+        times = D.ddim_timesteps(sched.T, steps)
+    for j in range(4):
+        mean, var = _gaussian_sampler_moments(sched, m[j].item(), s[j].item(), *starts[j], ddpm=ddpm,
+                                              times=times, eta=eta)
+        got_mean, got_var = x[:, j].mean().item(), x[:, j].var().item()
+        assert abs(got_mean - mean) < 4 * math.sqrt(var / n) + 1e-9, (j, got_mean, mean)
+        assert abs(got_var - var) < 4 * var * math.sqrt(2 / (n - 1)) + 1e-12, (j, got_var, var)
+
+
+def test_clip_x0_clamps_x0_hat_in_both_steps(sched):
+    """clip_x0 = c replaces x0-hat by clamp(x0-hat, -c, c); DDPM forms mu-tilde(x0-hat, x_t) from it,
+    DDIM also re-derives eps from the clipped x0-hat, eps = (x_t - sqrt(a_t) x0-hat) / sqrt(1 - a_t)."""
+    g = torch.Generator().manual_seed(14)
+    x0_hat = 1.5 * torch.randn(4, 6, generator=g, dtype=torch.float64)
+    assert (x0_hat.abs() > 1).any() and (x0_hat.abs() < 1).any()  # some entries are clipped, some not
+    x0c = x0_hat.clamp(-1, 1)
+    eps = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    z = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    for t in (999, 400, 30):
+        a, a_prev, beta = (sched.alphas_bar[t].item(), sched.alphas_bar[t - 1].item(), sched.betas[t].item())
+        xt = math.sqrt(a) * x0_hat + math.sqrt(1 - a) * eps  # x0-hat = (x_t - sqrt(1 - a) eps) / sqrt(a)
+        # DDPM: mu-tilde = sqrt(a_prev) beta / (1 - a) x0 + sqrt(1 - beta) (1 - a_prev) / (1 - a) x_t
+        mu = math.sqrt(a_prev) * beta / (1 - a) * x0c + math.sqrt(1 - beta) * (1 - a_prev) / (1 - a) * xt
+        sigma = math.sqrt((1 - a_prev) / (1 - a) * beta)
+        out = D.ddpm_step(sched, eps, xt, t, z, clip_x0=1.0)
+        assert torch.allclose(out, mu + sigma * z, rtol=1e-9, atol=1e-12)
+        # DDIM with a stride and eta = 0.5
+        t_prev = t - 20
+        a_prev = sched.alphas_bar[t_prev].item()
+        sigma = 0.5 * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        eps_c = (xt - math.sqrt(a) * x0c) / math.sqrt(1 - a)
+        expected = math.sqrt(a_prev) * x0c + math.sqrt(1 - a_prev - sigma**2) * eps_c + sigma * z
+        out = D.ddim_step(sched, eps, xt, t, t_prev, eta=0.5, noise=z, clip_x0=1.0)
+        assert torch.allclose(out, expected, rtol=1e-9, atol=1e-12)
+    # a bound above every |x0-hat| changes nothing
+    assert torch.allclose(D.ddpm_step(sched, eps, xt, 30, z), D.ddpm_step(sched, eps, xt, 30, z, clip_x0=1e9))
+    assert torch.allclose(D.ddim_step(sched, eps, xt, 30, 10, 0.5, z),
+                          D.ddim_step(sched, eps, xt, 30, 10, 0.5, z, clip_x0=1e9))
+
+
+def test_clip_x0_reaches_the_samplers(sched):
+    """With the one-point oracle every x0-hat is the point, so a clipped sampler must end exactly at the
+    point clamped to [-c, c] (and an unclipped one at the point itself)."""
+    point = torch.tensor([[2.5, -3.0, 0.4, -0.7]], dtype=torch.float64)
+    oracle = D.gaussian_data_eps(sched, point[0], 0.0)
+    clamped = point.clamp(-1, 1).expand(3, -1)
+    g = torch.Generator().manual_seed(15)
+    f64 = {"generator": g, "dtype": torch.float64}
+    for variance in ("beta_tilde", "beta"):
+        x = D.ddpm_sample(oracle, sched, (3, 4), variance=variance, clip_x0=1.0, **f64)
+        assert torch.allclose(x, clamped, atol=1e-8)
+    for steps, eta in ((50, 0.0), (50, 1.0), (1, 0.0)):
+        x = D.ddim_sample(oracle, sched, (3, 4), steps=steps, eta=eta, clip_x0=1.0, **f64)
+        assert torch.allclose(x, clamped, atol=1e-8)
+    unclipped = D.ddim_sample(oracle, sched, (3, 4), steps=50, **f64)
+    assert torch.allclose(unclipped, point.expand(3, -1), atol=1e-8)
