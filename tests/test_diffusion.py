@@ -443,9 +443,10 @@ def test_clip_x0_clamps_x0_hat_in_both_steps(sched):
                           D.ddim_step(sched, eps, xt, 30, 10, 0.5, z, clip_x0=1e9))
 
 
-def test_clip_x0_reaches_the_samplers(sched):
+def test_clip_x0_reaches_the_samplers():
     """With the one-point oracle every x0-hat is the point, so a clipped sampler must end exactly at the
     point clamped to [-c, c] (and an unclipped one at the point itself)."""
+    sched = D.linear_schedule(100, 1e-3, 0.2)
     point = torch.tensor([[2.5, -3.0, 0.4, -0.7]], dtype=torch.float64)
     oracle = D.gaussian_data_eps(sched, point[0], 0.0)
     clamped = point.clamp(-1, 1).expand(3, -1)
