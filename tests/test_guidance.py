@@ -353,3 +353,18 @@ def test_noisy_classifier_rebuilds_from_its_config_through_pretrained(tmp_path):
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.allclose(loaded(x, t), clf(x, t))
+
+
+def test_classifier_guided_sample_passes_clip_x0_to_every_step():
+    """With the one-point oracle every x0-hat is the point: at scale 0 a clipped run ends exactly at the
+    point clamped to [-1, 1], and it equals diffusion.ddpm_sample with the same clip_x0 and noise."""
+    s = D.linear_schedule(50, 1e-3, 0.3)
+    point = torch.tensor([1.8, -0.4], dtype=torch.float64)
+    oracle, bayes = D.gaussian_data_eps(s, point, 0.0), BayesClassifier(s)
+    y = torch.tensor([0, 1, 1])
+    out = G.classifier_guided_sample(oracle, bayes, s, (3, 2), y, 0.0, clip_x0=1.0, dtype=torch.float64,
+                                     generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(out, point.clamp(-1, 1).expand(3, -1), atol=1e-8)
+    plain = D.ddpm_sample(oracle, s, (3, 2), clip_x0=1.0, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(6))
+    assert torch.equal(out, plain)
