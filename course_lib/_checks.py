@@ -47,6 +47,8 @@ def number(value, name: str, *, low: float | None = None, high: float | None = N
         lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
         hi = "" if high is None else f"<= {high:g}"
         rng = " and ".join(s for s in (lo, hi) if s)
+        if low == 0 and low_open and high is None:
+            raise ValueError(f"{name} must be positive (and finite){what}, got {value!r}.")
         raise ValueError(f"{name} must be a finite number{' ' + rng if rng else ''}{what}, got {value!r}.")
     return v
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
+
 Tensor = torch.Tensor
 __all__ = ["ClassifierConfig", "DigitClassifier", "random_affine", "make_classifier_step", "accuracy"]
 
@@ -59,6 +61,7 @@ class DigitClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate-layer activations phi(x), (B, feature_dim); inputs centred as in training."""
+        x = _checks.network_input(x, self, "images")
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"DigitClassifier expects images (B, 1, 28, 28), got {tuple(x.shape)}.")
         return self.body(x - 0.5)
@@ -77,6 +80,9 @@ def random_affine(x: Tensor, *, degrees: float = 10.0, shift: float = 2.0,
     direction; bilinear resampling of the whole batch at once (``affine_grid`` + ``grid_sample``),
     with zeros (the black background) outside the image.
     """
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"random_affine expects a float batch of images (B, C, H, W), got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}.")
     b, _, h, w = x.shape
     u = torch.rand(b, 4, generator=generator, device=generator.device if generator else None).to(x.device)
     angle = (2 * u[:, 0] - 1) * math.radians(degrees)
@@ -96,7 +102,11 @@ def make_classifier_step(model: DigitClassifier, opt: torch.optim.Optimizer, bat
     ``batch(i)`` returns ``(images, labels)``; returns ``{"loss", "acc"}`` (training batch accuracy).
     """
     def step(i: int) -> dict[str, float]:
-        x, y = batch(i)
+        got = batch(i)
+        if not isinstance(got, (tuple, list)) or len(got) < 2:
+            raise ValueError("make_classifier_step needs batch(i) to return (images, labels).")
+        x, y = got[:2]
+        y = _checks.labels(y, model.config.n_classes, x.shape[0], null=False).to(x.device)
         if augment:
             x = random_affine(x, generator=generator)
         model.train()
@@ -113,10 +123,15 @@ def make_classifier_step(model: DigitClassifier, opt: torch.optim.Optimizer, bat
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
-    """Fraction of images whose arg-max prediction equals the label (model in eval mode)."""
-    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise ValueError(f"need as many labels as images (>= 1), got {images.shape[0]} and "
-                         f"{labels.shape[0]}.")
+    """Fraction of images whose arg-max prediction equals the label (model in eval mode).
+
+    images: (N, 1, 28, 28) grey levels in [0, 1] (as the classifier was trained); labels: (N,) integers.
+    """
+    _checks.tensor(images, "images", ndim=4)
+    _checks.unit_range(_checks.floating(images, "images", " (divide uint8 grey levels by 255)"), "images")
+    k = getattr(getattr(model, "config", None), "n_classes", None)
+    labels = _checks.labels(labels, k, images.shape[0], null=False).to(images.device)
+    batch_size = _checks.count(batch_size, "batch_size")
     was_training = model.training
     model.eval()
     correct = sum(int((model(images[i: i + batch_size]).argmax(1) == labels[i: i + batch_size]).sum())

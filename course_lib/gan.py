@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from . import _checks
+
 Tensor = torch.Tensor
 NORMS = ("none", "batch", "layer", "spectral")  # normalisation choices of the discriminators
 LOSS_KINDS = ("non_saturating", "minimax")
@@ -153,6 +155,7 @@ class _Conditional(nn.Module):
             if y is not None:
                 raise ValueError("this network is unconditional (n_classes = 0); do not pass labels y.")
             return None
+        y = None if y is None else torch.as_tensor(y)
         if y is None or y.shape != (batch,) or y.dtype not in (torch.int64, torch.int32):
             got = "None" if y is None else f"{tuple(y.shape)} {y.dtype}"
             raise ValueError(f"this network is conditional (n_classes = {k}): pass integer labels y of "
@@ -167,6 +170,7 @@ class _Generator(_Conditional):
     """x = G(z) (or G(z, y)): noise (B, latent_dim) -> samples (B, *out_shape)."""
 
     def _noise(self, z: Tensor) -> Tensor:
+        z = _checks.network_input(z, self, "z")
         if z.dim() != 2 or z.shape[1] != self.config.latent_dim or z.shape[0] == 0:
             raise ValueError(f"z must have shape (B, {self.config.latent_dim}) (latent_dim) with B >= 1, "
                              f"got {tuple(z.shape)}.")
@@ -175,12 +179,14 @@ class _Generator(_Conditional):
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """G(z) for n draws z ~ N(0, I) (with labels ``y`` (n,) when conditional): (n, *out_shape)."""
-        if not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}.")
+        try:
+            n = _checks.count(n, "n")
+        except (TypeError, ValueError):
+            raise ValueError(f"n must be a positive integer (the number of samples), got {n!r}.") from None
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator,
                         device=generator.device if generator is not None else device)
-        return self(z.to(device), None if y is None else y.to(device))
+        return self(z.to(device), None if y is None else torch.as_tensor(y).to(device))
 
 
 class _Discriminator(_Conditional):
@@ -188,6 +194,7 @@ class _Discriminator(_Conditional):
 
     def _inputs(self, x: Tensor) -> Tensor:
         shape = tuple(self.config.in_shape)
+        x = _checks.network_input(x, self, "x")
         if tuple(x.shape[1:]) != shape or x.shape[0] == 0:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}) with B >= 1, "
                              f"got {tuple(x.shape)}.")
@@ -319,12 +326,17 @@ def mnist_models(name: str) -> tuple[_Generator, _Discriminator]:
 
 
 def to_tanh_range(x: Tensor) -> Tensor:
-    """Grey levels in [0, 1] -> [-1, 1], the range of a tanh generator: 2x - 1."""
-    return 2 * x - 1
+    """Grey levels in [0, 1] -> [-1, 1], the range of a tanh generator: 2x - 1.
+
+    Refuses integer images (2x - 1 would wrap around in uint8) and values outside [0, 1].
+    """
+    _checks.floating(_checks.tensor(x, "x", nonempty=False), "x", " (divide uint8 grey levels by 255 first)")
+    return 2 * _checks.unit_range(x, "x") - 1
 
 
 def from_tanh_range(x: Tensor) -> Tensor:
     """Generator images in [-1, 1] -> grey levels in [0, 1]: (x + 1) / 2, clamped."""
+    _checks.floating(_checks.tensor(x, "x", nonempty=False), "x")
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -443,8 +455,7 @@ def make_gan_step(G: _Generator, D: _Discriminator, opt_g: torch.optim.Optimizer
 
     def step(i: int) -> dict[str, float]:
         for j in range(k):
-            real = batch(k * i + j)
-            x, y = real[0], (real[1] if conditional else None)
+            x, y = _real_batch(batch(k * i + j), conditional)
             with torch.no_grad():
                 fake = G(noise(x.shape[0], x.device), y)
             real_logits, fake_logits = D(x, y), D(fake, y)
@@ -463,6 +474,18 @@ def make_gan_step(G: _Generator, D: _Discriminator, opt_g: torch.optim.Optimizer
     return step
 
 
+def _real_batch(real, conditional: bool) -> tuple[Tensor, Tensor | None]:
+    """(x, y) from what ``batch(i)`` returned: a tensor x, or a tuple (x, ...) / (x, y, ...)."""
+    if isinstance(real, Tensor):
+        real = (real,)
+    if not isinstance(real, (tuple, list)) or not real or not isinstance(real[0], Tensor):
+        raise ValueError(f"batch(i) must return a tensor x or a tuple (x, ...), got {type(real).__name__}.")
+    if conditional and len(real) < 2:
+        raise ValueError("G and D are conditional (n_classes > 0): batch(i) must return (x, y) with the "
+                         "labels y, e.g. data.Minibatches(images, labels, batch_size=64).")
+    return real[0], (real[1] if conditional else None)
+
+
 # --- mode coverage on the 2-D toys (Metz et al. 2017; Srivastava et al. 2017) --------------------
 
 def mode_coverage(samples: Tensor, centers: Tensor, std: float) -> dict[str, object]:
@@ -473,14 +496,13 @@ def mode_coverage(samples: Tensor, centers: Tensor, std: float) -> dict[str, obj
     least one high-quality sample is nearest to it. ``samples`` (N, d), ``centers`` (K, d).
     Returns {"modes": int, "high_quality": float in [0, 1], "counts": (K,) high-quality samples
     per mode}. For exact data from N(mu_k, std^2 I) in 2-D the high-quality fraction is
-    P(chi_2 <= 3) = 1 - exp(-9/2) = 0.989.
+    P(chi_2 <= 3) = 1 - exp(-9/2) = 0.989. Non-finite samples (a diverged generator) count as low quality.
     """
     if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1] or \
             samples.shape[0] == 0 or centers.shape[0] == 0:
         raise ValueError(f"samples must be (N, d) and centers (K, d) with the same d, N, K >= 1; got "
                          f"{tuple(samples.shape)} and {tuple(centers.shape)}.")
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}.")
+    std = _checks.number(std, "std", low=0.0, low_open=True)
     dist, nearest = torch.cdist(samples.double(), centers.double().to(samples.device)).min(dim=1)
     good = dist <= 3 * std
     counts = torch.bincount(nearest[good], minlength=centers.shape[0]).cpu()

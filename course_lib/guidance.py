@@ -155,11 +155,14 @@ class NoisyClassifier(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x: (B, C, H, W) noisy images; t: (B,) or scalar 0-based times. Returns logits (B, K)."""
+        x = _checks.network_input(x, self, "x")
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.config.in_shape):
             raise ValueError(f"NoisyClassifier expects images of shape (B, "
                              f"{', '.join(map(str, self.config.in_shape))}), got {tuple(x.shape)}.")
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}.")
         emb = self.time(timestep_embedding(t, self.config.time_dim).to(x.dtype))  # (B, time_dim)
         h = x
         for conv, norm, proj in zip(self.convs, self.norms, self.temb, strict=True):

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import _checks
+
 Tensor = torch.Tensor
 __all__ = ["UNetConfig", "UNet", "MLPDenoiserConfig", "MLPDenoiser", "timestep_embedding", "ema",
            "count_parameters"]
@@ -72,8 +74,11 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     t: (B,) integers or floats; returns (B, dim) float32. Nearby times get nearby embeddings,
     and the network sees t at every frequency from 1 down to 1/max_period.
     """
-    if dim < 2 or dim % 2:
-        raise ValueError(f"dim must be an even integer >= 2, got {dim}.")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+        raise ValueError(f"dim must be an even integer >= 2, got {dim!r}.")
+    t = torch.as_tensor(t)
+    if t.ndim != 1:
+        raise ValueError(f"t must be a 1-D tensor of times (B,), got shape {tuple(t.shape)}.")
     half = dim // 2
     # w_k = max_period^{-k/half}, k = 0..half-1
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
@@ -172,6 +177,8 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W) noisy images; t: (B,) or scalar 0-based times; y: (B,) labels or None."""
         cfg = self.config
+        dtype = x.dtype if isinstance(x, Tensor) else None
+        x = _checks.network_input(x, self, "x")  # float64 -> the weights' dtype; the output comes back in it
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(cfg.in_shape):
             raise ValueError(f"UNet expects images of shape (B, {', '.join(map(str, cfg.in_shape))}), "
                              f"got {tuple(x.shape)}.")
@@ -183,10 +190,7 @@ class UNet(nn.Module):
         if self.label_emb is not None:
             if y is None:
                 y = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
-            y = torch.as_tensor(y, device=x.device).long()
-            if y.shape != (x.shape[0],) or y.min() < 0 or y.max() > cfg.num_classes:
-                raise ValueError(f"y must have shape ({x.shape[0]},) with labels in [0, {cfg.num_classes}] "
-                                 f"({cfg.num_classes} is the null label).")
+            y = _checks.labels(y, cfg.num_classes, x.shape[0]).to(x.device)
             emb = emb + self.label_emb(y)
         elif y is not None:
             raise ValueError("This UNet is unconditional (num_classes=None) but labels y were given.")
@@ -203,7 +207,7 @@ class UNet(nn.Module):
                 h = self._run(layer, torch.cat([h, hs.pop()], dim=1), emb)
             else:
                 h = layer(h)
-        return self.out(h)
+        return self.out(h).to(dtype)
 
     @staticmethod
     def _run(layer: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
@@ -241,16 +245,20 @@ class MLPDenoiser(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x: (B, dim); t: (B,) or scalar 0-based times. Returns eps-hat (B, dim)."""
+        dtype = x.dtype if isinstance(x, Tensor) else None
+        x = _checks.network_input(x, self, "x")
         if x.ndim != 2 or x.shape[1] != self.config.dim:
             raise ValueError(f"MLPDenoiser expects points of shape (B, {self.config.dim}), "
                              f"got {tuple(x.shape)}.")
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}.")
         emb = self.time(timestep_embedding(t, self.config.time_dim).to(x.dtype))
         h = self.inp(x)
         for layer in self.hidden:
             h = layer(F.silu(h + emb))
-        return self.out(F.silu(h))
+        return self.out(F.silu(h)).to(dtype)
 
 
 def ema(model: nn.Module, decay: float = 0.999) -> AveragedModel:
@@ -258,8 +266,9 @@ def ema(model: nn.Module, decay: float = 0.999) -> AveragedModel:
 
     Call ``.update_parameters(model)`` after each optimiser step; the averaged network is ``.module``.
     """
+    decay = _checks.number(decay, "decay")
     if not 0 < decay < 1:
-        raise ValueError(f"decay must lie in (0, 1), got {decay}.")
+        raise ValueError(f"decay must lie in (0, 1), e.g. 0.999, got {decay}.")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
