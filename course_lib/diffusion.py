@@ -13,6 +13,9 @@ Conventions (stated once): the time index ``t`` is **0-based**, ``t = 0, ..., T-
 ``t`` is the paper's ``t + 1``. So ``sched.betas[t]`` is Ho et al.'s beta_{t+1},
 ``sched.alphas_bar[t]`` = prod_{s <= t} (1 - betas[s]) is the paper's alpha-bar_{t+1}, and
 ``sched.alphas_bar_prev[0] = 1`` stands for the paper's alpha-bar_0 = 1 (no noise: x_0 itself).
+States keep the paper's names: x_0 is the clean data, and sampling starts from x_T ~ N(0, I) (the
+argument ``x_T``), which the network sees with the code's t = T-1, and returns x_0. In a formula for
+one step, x_t is that step's input and alpha-bar_t means ``alphas_bar[t]``.
 The schedule's tensors are float64 on the CPU; they are gathered and cast to the images' dtype and
 device per call. DDIM's paper writes alpha_t for what is alpha-bar_t here.
 """
@@ -94,8 +97,8 @@ class Schedule:
 def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
     """Ho et al.'s linear schedule: beta_t evenly spaced from ``beta_start`` to ``beta_end`` (T = 1000).
 
-    For much smaller T, pass larger betas (e.g. T = 100, beta_end = 0.2), or alpha-bar_{T-1} stays
-    far from 0 and x_{T-1} is not yet noise.
+    For much smaller T, pass larger betas (e.g. T = 100, beta_end = 0.2), or ``alphas_bar[T-1]`` (the
+    paper's alpha-bar_T) stays far from 0 and x_T, where sampling starts, is not yet noise.
     """
     T = _check_T(T)
     beta_start, beta_end = _checks.number(beta_start, "beta_start"), _checks.number(beta_end, "beta_end")
@@ -106,8 +109,9 @@ def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0
 def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
     """Nichol & Dhariwal's cosine schedule: alpha-bar(u) = f(u) / f(0), f(u) = cos^2(pi/2 (u + s)/(1 + s)).
 
-    With u = (t + 1) / T for the 0-based step t, beta_t = 1 - alpha-bar(u_t) / alpha-bar(u_{t-1}),
-    clipped at ``max_beta`` (the last steps would otherwise have beta = 1).
+    With the grid u_k = k / T, k = 0, ..., T, the 0-based step t has
+    beta_t = 1 - alpha-bar(u_{t+1}) / alpha-bar(u_t), clipped at ``max_beta`` (the last steps would
+    otherwise have beta = 1).
     """
     T = _check_T(T)
     s, max_beta = _checks.number(s, "s"), _checks.number(max_beta, "max_beta")
@@ -449,7 +453,7 @@ def _check_dtype(dtype) -> torch.dtype:
 
 
 def _start(shape: Sequence[int], x_T: Tensor | None, device, dtype, generator) -> Tensor:
-    """The starting noise x_{T-1} ~ N(0, I) of ``shape`` (numpy integers accepted), or x_T checked."""
+    """The starting noise x_T ~ N(0, I) of ``shape`` (numpy integers accepted), or the given x_T checked."""
     _check_dtype(dtype)
     try:
         shape = tuple(shape)
@@ -490,10 +494,10 @@ def ddpm_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], *,
                 clip_x0: float | None = None, x_T: Tensor | None = None,
                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                 return_trajectory: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    """Ancestral sampling (Ho et al., Alg. 2): x_{T-1} ~ N(0, I), then T steps of ``ddpm_step`` to x_0.
+    """Ancestral sampling (Ho et al., Alg. 2): x_T ~ N(0, I), then T steps of ``ddpm_step`` to x_0.
 
     Returns x_0 of ``shape``; with ``return_trajectory`` also a CPU tensor (T + 1, *shape) of
-    x_{T-1} (the start), ..., x_0, the image after each step.
+    x_T (the start), x_{T-1}, ..., x_0, the image after each step.
     """
     _check_sampler_args(eps_model, sched, variance)
     clip_x0 = _check_clip(clip_x0)
