@@ -18,17 +18,17 @@ Tensor = torch.Tensor
 
 def count(value, name: str, minimum: int = 1) -> int:
     """``value`` as a Python int >= ``minimum``; numpy and 0-dim torch integers are accepted."""
+    want = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got the boolean {value!r}.")
+        raise TypeError(f"{name} must be {want}, got the boolean {value!r}.")
     try:
         n = operator.index(value)
     except TypeError:
         whole = isinstance(value, float) and value.is_integer()
         hint = f" (use int({value!r}) if you meant it)" if whole else ""
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} "
-                        f"{value!r}{hint}.") from None
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}{hint}.") from None
     if n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {n}.")
+        raise ValueError(f"{name} must be {want}, got {n}.")
     return n
 
 

@@ -23,7 +23,7 @@ from scipy.integrate import quad
 from scipy.optimize import linear_sum_assignment, linprog
 from torch import nn
 
-from . import gan
+from . import _checks, gan
 
 Tensor = torch.Tensor
 LIPSCHITZ = ("clip", "gp", "spectral")  # the three ways of keeping the critic Lipschitz
@@ -36,7 +36,7 @@ def _as_1d(x, name: str) -> Tensor:
     x = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
     if x.dim() != 1 or x.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sample (shape (n,)), got shape {tuple(x.shape)}.")
-    return x if x.is_floating_point() else x.double()
+    return _checks.finite(x if x.is_floating_point() else x.double(), name)
 
 
 def wasserstein_1d(x, y) -> Tensor:
@@ -119,6 +119,7 @@ def empirical_wasserstein(x: Tensor, y: Tensor) -> float:
     if x.dim() != 2 or x.shape != y.shape or x.shape[0] == 0:
         raise ValueError(f"x and y must both have shape (n, d) with the same n and d; got {tuple(x.shape)} "
                          f"and {tuple(y.shape)} (for unequal masses use earth_movers_distance).")
+    _checks.finite(x, "x"), _checks.finite(y, "y")
     cost = torch.cdist(x, y).numpy()  # (n, n) Euclidean distances
     i, j = linear_sum_assignment(cost)
     return float(cost[i, j].mean())
@@ -206,6 +207,7 @@ def interpolates(real: Tensor, fake: Tensor, generator: torch.Generator | None =
     if real.dim() < 2:
         raise ValueError(f"real and fake need a batch dimension and at least one more, (B, ...); got "
                          f"shape {tuple(real.shape)}.")
+    _checks.floating(real, "real"), _checks.floating(fake, "fake")
     device = real.device if generator is None else generator.device
     eps = torch.rand(real.shape[0], generator=generator, device=device).to(real.device, real.dtype)
     eps = eps.view(-1, *([1] * (real.dim() - 1)))  # (B, 1, ..., 1): one weight per sample
@@ -238,8 +240,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     (a 0-dim tensor, differentiable in the critic's parameters) and, with ``return_norms``, the
     norms ``(B,)``.
     """
-    if weight < 0:
-        raise ValueError(f"The penalty weight lambda must be >= 0, got {weight}.")
+    weight = _checks.number(weight, "The penalty weight lambda", low=0.0, what=" (10 in the paper)")
     x_hat = interpolates(real.detach(), fake.detach(), generator)
     norms = critic_gradient_norms(critic, x_hat, create_graph=True)
     # lambda E[(||grad f(x_hat)|| - 1)^2]
@@ -250,8 +251,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
 @torch.no_grad()
 def clip_weights_(module: nn.Module, c: float) -> nn.Module:
     """Clamp every parameter of ``module`` into [-c, c] in place (WGAN; c = 0.01 in the paper)."""
-    if not c > 0:
-        raise ValueError(f"The clipping bound c must be positive, got {c!r} (the paper uses 0.01).")
+    c = _checks.number(c, "The clipping bound c", low=0.0, low_open=True, what=" (the paper uses 0.01)")
     for p in module.parameters():
         p.clamp_(-c, c)
     return module
@@ -386,7 +386,7 @@ def make_wgan_step(generator_net: nn.Module, critic: nn.Module, opt_g: torch.opt
 
     def step(i: int) -> dict[str, float]:
         for k in range(cfg.n_critic):
-            real = batch(i * cfg.n_critic + k)[0]
+            real = _first(batch(i * cfg.n_critic + k))
             with torch.no_grad():
                 fake = generator_net(noise(real.shape[0]))
             metrics = critic_step(critic, opt_c, real, fake, cfg, generator, diagnose=k == cfg.n_critic - 1)
@@ -399,6 +399,14 @@ def make_wgan_step(generator_net: nn.Module, critic: nn.Module, opt_g: torch.opt
         critic.requires_grad_(True)
         return {**metrics, "gen_loss": g_loss.item()}
     return step
+
+
+def _first(got) -> Tensor:
+    """The real samples x of what ``batch(i)`` returned: a tensor x or a tuple (x, ...)."""
+    x = got if isinstance(got, Tensor) else got[0] if isinstance(got, (tuple, list)) and got else None
+    if not isinstance(x, Tensor):
+        raise ValueError(f"batch(i) must return a tensor x or a tuple (x, ...), got {type(got).__name__}.")
+    return x
 
 
 # The MNIST models of the lab and of the shipped checkpoints (scripts/checkpoints/wgan.py): chapter
