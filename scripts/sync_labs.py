@@ -6,11 +6,23 @@ in sync with the repository URL in _config.yml.
 
 A lab's first cell is Markdown with its title and the badge; the first code cell, tagged
 ``colab-setup``, installs course_lib from the repository when it is not importable (Colab).
+
+The badge image is inlined as a ``data:`` URI of ``_static/colab-badge.png`` (drawn for the
+course from ``_static/colab-badge.svg``), so it shows in the built book offline, in Jupyter, on
+GitHub and on Colab alike. (An SVG ``data:`` URI would be simpler, but Markdown parsers, MyST's
+among them, refuse SVG data links.)
+
+The setup cell installs from a shallow, blob-filtered, sparse clone that fetches only what the
+package build needs (``SPARSE``): well under 1 MB, where ``pip install git+URL`` checks out the
+whole tree (the labs with their outputs, every checkpoint and the resumable training states,
+about 95 MB). The weights come later, one file at a time, when ``pretrained.load`` needs them.
+Where git cannot do that (no git, or one older than 2.27), it falls back to ``pip install git+URL``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import sys
 from pathlib import Path
@@ -19,16 +31,28 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+BADGE_IMAGE = ROOT / "_static" / "colab-badge.png"
+BADGE = "[![Open In Colab]({image})]({url})"
 SETUP_TAG = "colab-setup"
+# what the package build reads (pyproject.toml names README.md as the long description)
+SPARSE = ("/pyproject.toml", "/README.md", "/LICENSE", "/course_lib/")
 SETUP = '''\
 # Setup: on Colab (or wherever course_lib is not installed) install it from the course repository.
+# The clone fetches only the library (under 1 MB); pretrained weights download later, when needed.
 import importlib.util
 import subprocess
 import sys
+import tempfile
 
 if importlib.util.find_spec("course_lib") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{pip_url}"], check=True)'''
+    src = tempfile.mkdtemp(prefix="course_lib-")
+    try:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--filter=blob:none", "--sparse",
+                        "--branch", "{branch}", "{url}", src], check=True)
+        subprocess.run(["git", "-C", src, "sparse-checkout", "set", "--no-cone", {sparse}], check=True)
+    except (OSError, subprocess.CalledProcessError):  # no git, or too old for a sparse clone
+        src = "{pip_url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", src], check=True)'''
 
 
 def repository() -> tuple[str, str]:
@@ -46,10 +70,22 @@ def colab_url(lab: Path) -> str:
     return f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{lab.name}"
 
 
+def badge_image() -> str:
+    """The badge as a ``data:`` URI (works offline and needs no file beside the notebook)."""
+    return "data:image/png;base64," + base64.b64encode(BADGE_IMAGE.read_bytes()).decode("ascii")
+
+
 def expected_cells(lab: Path) -> tuple[str, str]:
     """The badge line and the setup cell source that ``lab`` must have."""
     url, branch = repository()
-    return BADGE.format(url=colab_url(lab)), SETUP.format(pip_url=f"git+{url}@{branch}")
+    setup = SETUP.format(url=f"{url}.git", branch=branch, pip_url=f"git+{url}@{branch}",
+                         sparse=", ".join(f'"{p}"' for p in SPARSE))
+    return BADGE.format(image=badge_image(), url=colab_url(lab)), setup
+
+
+def is_badge(line: str) -> bool:
+    """A line holding the Colab badge (today's inline image, or the former link to colab-badge.svg)."""
+    return line.startswith("[![Open In Colab]") or "colab-badge.svg" in line
 
 
 def sync(lab: Path, check: bool) -> bool:
@@ -60,7 +96,7 @@ def sync(lab: Path, check: bool) -> bool:
     if first is None or first.cell_type != "markdown" or not first.source.startswith("# "):
         raise SystemExit(f"{lab}: the first cell must be Markdown starting with '# <title>'.")
     lines = first.source.split("\n")
-    badge_lines = [i for i, line in enumerate(lines) if "colab-badge.svg" in line]
+    badge_lines = [i for i, line in enumerate(lines) if is_badge(line)]
     if badge_lines:
         lines[badge_lines[0]] = badge
     else:
