@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
 from .diffusion import EpsModel, Schedule, ddim_sample, ddpm_sample
 from .guidance import guided_eps
 from .unet import UNetConfig
@@ -88,6 +89,7 @@ class LatentAutoencoder(nn.Module):
         return (self.config.latent_channels, h // 4, w // 4)
 
     def _check(self, x: Tensor, shape: Sequence[int], what: str) -> Tensor:
+        x = _checks.network_input(x, self, what)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or x.shape[0] == 0:
             raise ValueError(f"{what} must have shape (B, {', '.join(map(str, shape))}) with B >= 1, got "
                              f"{tuple(x.shape)}.")
@@ -118,6 +120,8 @@ class LatentAutoencoder(nn.Module):
 
         x: (N, C, H, W) training images in [0, 1]. Afterwards ``encode(x)`` has standard deviation 1.
         """
+        batch_size = _checks.count(batch_size, "batch_size")
+        _checks.unit_range(self._check(_checks.tensor(x, "images"), self.config.in_shape, "images"), "images")
         codes = torch.cat([self.code(x[i: i + batch_size]) for i in range(0, x.shape[0], batch_size)])
         std = codes.double().std().item()
         if not std > 0:
@@ -136,11 +140,13 @@ def make_latent_ae_step(model: LatentAutoencoder, opt: torch.optim.Optimizer,
     penalty on the unscaled code only keeps its size from drifting. Returns {"loss", "recon", "penalty"}
     in nats per image.
     """
-    if penalty < 0:
+    if _checks.number(penalty, "penalty") < 0:
         raise ValueError(f"penalty must be >= 0, got {penalty}.")
 
     def step(i: int) -> dict[str, float]:
-        x = batch(i)[0]
+        got = batch(i)
+        x = got if isinstance(got, Tensor) else got[0]
+        x = _checks.unit_range(model._check(x, model.config.in_shape, "images"), "images")  # BCE targets
         model.train()
         code = model.code(x)
         logits = model.decoder(code)  # g(f(x)): the scale cancels, so use the unscaled code
@@ -181,8 +187,12 @@ def latent_sample(eps_model: EpsModel, autoencoder: LatentAutoencoder, sched: Sc
     ``guidance.guided_eps(eps_model, y, gamma)`` (gamma defaults to 1, the conditional model).
     Returns images (n, C, H, W) in [0, 1], and with ``return_latents`` also z_0 (n, *latent_shape).
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    try:
+        n = _checks.count(n, "n")
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}.")
     shape = (n, *autoencoder.latent_shape)
     wanted = getattr(getattr(eps_model, "config", None), "in_shape", None)
     if wanted is not None and tuple(wanted) != tuple(shape[1:]):

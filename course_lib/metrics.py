@@ -25,7 +25,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from . import pretrained
+from . import _checks, pretrained
 from .config import data_dir
 from .data import load_dataset
 
@@ -93,6 +93,7 @@ def _model_for(images: Tensor, classifier: nn.Module | None) -> nn.Module:
 @torch.no_grad()
 def features(images: Tensor, classifier: nn.Module | None = None, batch_size: int = 500) -> Tensor:
     """Penultimate-layer features phi(x) of the classifier, (N, D), float32, on the images' device."""
+    batch_size = _checks.count(batch_size, "batch_size")
     model = _model_for(check_images(images), classifier)
     model.eval()
     return torch.cat([model.features(images[i: i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -101,6 +102,7 @@ def features(images: Tensor, classifier: nn.Module | None = None, batch_size: in
 @torch.no_grad()
 def class_probabilities(images: Tensor, classifier: nn.Module | None = None, batch_size: int = 500) -> Tensor:
     """p(y | x) = softmax of the classifier's logits, (N, C), float64."""
+    batch_size = _checks.count(batch_size, "batch_size")
     model = _model_for(check_images(images), classifier)
     model.eval()
     logits = torch.cat([model(images[i: i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -116,6 +118,9 @@ def statistics(feats: Tensor | np.ndarray, source: str = "") -> FeatureStats:
     if n <= d:
         raise ValueError(f"{n} samples for {d}-dimensional features: the covariance needs more samples "
                          f"than dimensions (N > {d}); use more samples.")
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or infinite values: check the images (or the model that "
+                         "made them).")
     return FeatureStats(x.mean(0), np.cov(x, rowvar=False), n, source)
 
 
@@ -149,9 +154,17 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     if d < 1 or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
         raise ValueError(f"need means (D,) and covariances (D, D) of one D, got {mu1.shape}, {cov1.shape}, "
                          f"{mu2.shape}, {cov2.shape}.")
+    for name, a in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values.")
     for name, c in (("cov1", cov1), ("cov2", cov2)):
         if not np.allclose(c, c.T, atol=1e-8 * max(1.0, np.abs(c).max())):
             raise ValueError(f"{name} is not symmetric: pass a covariance matrix.")
+        lowest = np.linalg.eigvalsh((c + c.T) / 2).min()
+        if lowest < -1e-8 * max(1e-300, np.abs(c).max()) * d:
+            raise ValueError(f"{name} is not positive semi-definite (smallest eigenvalue {lowest:.3g}): "
+                             "a covariance matrix has no negative variance along any direction. Pass the "
+                             "covariance of the features (statistics(feats).cov), not another matrix.")
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * _trace_sqrt_product(cov1, cov2))
 
@@ -181,8 +194,18 @@ def fid_infinity(sample_feats: Tensor, reference, ns: tuple[int, ...], *, repeat
     """FID at N -> infinity (Chong & Forsyth 2020): fit FID_N = FID_inf + k / N by least squares.
 
     ``sample_feats`` (M, D) with M >= max(ns); each FID_N uses N rows drawn without replacement
-    (``repeats`` times, averaged). Returns (FID_inf, ns, FID_N for each N).
+    (``repeats`` times, averaged). ``ns`` needs at least two different sizes (a line through one
+    point has no intercept). Returns (FID_inf, ns, FID_N for each N).
     """
+    _checks.tensor(sample_feats, "sample_feats", ndim=2)
+    try:
+        ns = tuple(_checks.count(n, "every N in ns", 2) for n in ns)
+    except TypeError as err:
+        raise ValueError(f"ns must be a tuple of sample sizes, e.g. (1000, 2000, 5000): {err}") from None
+    if len(set(ns)) < 2:
+        raise ValueError(f"fid_infinity fits FID_N = FID_inf + k / N, which needs at least two different "
+                         f"sizes N (the course uses three or more), got ns = {ns}.")
+    repeats = _checks.count(repeats, "repeats")
     ref = _as_stats(reference, None)
     if max(ns) > len(sample_feats):
         raise ValueError(f"largest N = {max(ns)} exceeds the {len(sample_feats)} samples given.")
@@ -201,10 +224,10 @@ def inception_score_from_probs(probs: Tensor, splits: int = 10) -> tuple[float, 
     p = probs.detach().double().cpu()
     if p.dim() != 2 or (p < 0).any() or not torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-6):
         raise ValueError("probs must be a matrix (N, C) of probability vectors (rows sum to 1).")
-    if not isinstance(splits, int) or not 1 <= splits <= len(p):
+    if isinstance(splits, bool) or not hasattr(splits, "__index__") or not 1 <= splits <= len(p):
         raise ValueError(f"splits must be an integer in [1, N = {len(p)}], got {splits!r}.")
     scores = []
-    for part in torch.tensor_split(p, splits):
+    for part in torch.tensor_split(p, int(splits)):
         marginal = part.mean(0, keepdim=True)  # p(y) over this split
         log_ratio = part.clamp_min(1e-300).log() - marginal.clamp_min(1e-300).log()
         kl = torch.where(part > 0, part * log_ratio, 0.0)  # 0 log 0 = 0
@@ -223,7 +246,7 @@ def _flat(x: Tensor, classifier: nn.Module | None) -> Tensor:
         return features(x, classifier)
     if x.dim() != 2:
         raise ValueError(f"expected images (N, 1, 28, 28) or features (N, D), got shape {tuple(x.shape)}.")
-    return x
+    return _checks.finite(x, "features")
 
 
 def _pairwise_min_k(a: Tensor, b: Tensor, k: int, chunk: int = 1000) -> Tensor:
@@ -234,6 +257,7 @@ def _pairwise_min_k(a: Tensor, b: Tensor, k: int, chunk: int = 1000) -> Tensor:
 
 
 def _check_pair(a: Tensor, b: Tensor) -> None:
+    _checks.tensor(a, "the first set", min_ndim=2), _checks.tensor(b, "the second set", min_ndim=2)
     if a.device != b.device:
         raise ValueError(f"the two sets are on different devices ({a.device} and {b.device}): move one.")
     if a.shape[1:] != b.shape[1:]:
@@ -252,8 +276,9 @@ def precision_recall(samples: Tensor, reference: Tensor, k: int = 3,
     Inputs: images (N, 1, 28, 28) or features (N, D).
     """
     _check_pair(samples, reference)
-    if not isinstance(k, int) or k < 1 or k >= min(len(samples), len(reference)):
+    if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1 or k >= min(len(samples), len(reference)):
         raise ValueError(f"k must be an integer in [1, smaller set size - 1], got {k!r}.")
+    k = int(k)
     fs, fr = _flat(samples, classifier).float(), _flat(reference, classifier).float()
     radius_r = _pairwise_min_k(fr, fr, k + 1)  # k + 1: each point is its own nearest neighbour
     radius_s = _pairwise_min_k(fs, fs, k + 1)
@@ -273,6 +298,7 @@ def nearest_neighbour_distances(samples: Tensor, train: Tensor, chunk: int = 500
     Computed as |a|^2 + |b|^2 - 2 a.b in float32 in chunks (exact copies give about 1e-2, not 0).
     """
     _check_pair(samples, train)
+    _checks.finite(samples, "samples"), _checks.finite(train, "train")
     a, b = samples.flatten(1).float(), train.flatten(1).float()
     bb = (b * b).sum(1)
     out = [((a[i: i + chunk] ** 2).sum(1, keepdim=True) + bb[None] - 2 * a[i: i + chunk] @ b.T)
@@ -281,9 +307,17 @@ def nearest_neighbour_distances(samples: Tensor, train: Tensor, chunk: int = 500
 
 
 def memorisation_ratio(samples: Tensor, train: Tensor, held_out: Tensor) -> float:
-    """median NN distance of samples to train / the same for held-out real images (1: fine, 0: copies)."""
-    return float(nearest_neighbour_distances(samples, train).median()
-                 / nearest_neighbour_distances(held_out, train).median())
+    """median NN distance of samples to train / the same for held-out real images (1: fine, 0: copies).
+
+    ``held_out`` must be real images that are *not* in ``train`` (their distance is the yardstick).
+    """
+    yardstick = nearest_neighbour_distances(held_out, train).median().item()
+    scale = train.flatten(1).float().norm(dim=1).median().item()  # float32 copies give ~1e-3 of it, not 0
+    if not yardstick > 1e-2 * scale:
+        raise ValueError(f"the held-out images lie at median distance {yardstick:.3g} from the training "
+                         "set: they are copies of training images, so the ratio would be NaN or infinite. "
+                         "Pass real images that are not in train (e.g. the test split).")
+    return float(nearest_neighbour_distances(samples, train).median().item() / yardstick)
 
 
 def class_coverage(samples: Tensor, classifier: nn.Module | None = None) -> Coverage:
@@ -302,15 +336,21 @@ def sampling_speed(sample_fn: Callable[[int], Tensor], n: int, device: torch.dev
     is not timed; CUDA is synchronised before and after the timed call. With ``return_samples``,
     returns (images per second, samples).
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    try:
+        n = _checks.count(n, "n")
+        warmup = None if warmup is None else _checks.count(warmup, "warmup", 0)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    if not callable(sample_fn):
+        raise TypeError(f"sample_fn must be a function m -> m images, got {type(sample_fn).__name__}.")
     device = torch.device(device)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    sample_fn(warmup if warmup is not None else min(n, 16))
+    if warmup != 0:
+        sample_fn(warmup if warmup is not None else min(n, 16))
     sync()
     start = time.perf_counter()
     out = sample_fn(n)
@@ -322,8 +362,24 @@ def sampling_speed(sample_fn: Callable[[int], Tensor], n: int, device: torch.dev
     return (speed, out) if return_samples else speed
 
 
-def _sha(t: Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+def _sha(t: Tensor, full: bool = False) -> str:
+    digest = hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return digest if full else digest[:16]
+
+
+def _read_cached(file) -> Tensor | None:
+    """The features stored in a cache file if their SHA-256 checks out; None (and a warning) if not."""
+    try:
+        stored = torch.load(file, weights_only=True)
+        ok = isinstance(stored, dict) and isinstance(stored.get("features"), Tensor) and \
+            _sha(stored["features"], full=True) == stored.get("sha256")
+    except Exception:  # truncated or garbled file: unpickling fails in many ways
+        ok = False
+    if not ok:
+        warnings.warn(f"the cached reference features {file.name} failed their SHA-256 check (a corrupt or "
+                      "old cache file); recomputing them.", stacklevel=3)
+        return None
+    return stored["features"]
 
 
 def reference_features(name: str = "mnist", split: str = "test", *, classifier: nn.Module | None = None,
@@ -333,6 +389,8 @@ def reference_features(name: str = "mnist", split: str = "test", *, classifier: 
 
     Cached in memory and on disk (``<COURSE_DATA_DIR>/metrics/``), keyed by a SHA-256 of the
     classifier's weights and of the images, so a new network or new data never reuses stale numbers.
+    The file stores the features with their own SHA-256; a file that fails the check (a flipped
+    byte would shift every FID) is recomputed and rewritten, with a warning.
     """
     data = load_dataset(name, split, device=device, root=root, limit=limit, download=download, verbose=False)
     model = _model_for(data.images, classifier)
@@ -340,18 +398,17 @@ def reference_features(name: str = "mnist", split: str = "test", *, classifier: 
     key = f"{name}-{split}-{_sha(weights)}-{_sha((data.images * 255).round().to(torch.uint8))}"
     if key not in _REFERENCES:
         file = data_dir() / "metrics" / f"{key}.pt"
-        if file.exists():
-            _REFERENCES[key] = (torch.load(file, weights_only=True), data.source)
-        else:
+        feats = _read_cached(file) if file.exists() else None
+        if feats is None:
             feats = features(data.images, model).cpu()
             try:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 tmp = file.with_name(file.name + ".tmp")
-                torch.save(feats, tmp)
+                torch.save({"features": feats, "sha256": _sha(feats, full=True)}, tmp)
                 tmp.replace(file)
             except OSError:  # a read-only data folder: keep the features in memory only
                 pass
-            _REFERENCES[key] = (feats, data.source)
+        _REFERENCES[key] = (feats, data.source)
     feats, source = _REFERENCES[key]
     return feats.to(device), f"{name} {split}: {source}"
 
