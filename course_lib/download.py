@@ -58,13 +58,15 @@ def fetch(url: str, target: str | Path, *, sha256: str, size: int | None = None,
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            got, digest = _stream(url, out, size=size, timeout=timeout, progress=progress)
-        if size is not None and got != size:
-            raise DownloadFailed("interrupted", url, f"the file is incomplete: {got:,} of {size:,} bytes "
-                                 "arrived")
+            got, digest, announced = _stream(url, out, size=size, timeout=timeout, progress=progress)
         if digest != sha256:
+            if announced is None and size is not None and got < size:  # no length sent: cut short?
+                raise DownloadFailed("interrupted", url, f"only {got:,} of {size:,} bytes arrived (the "
+                                     "connection closed early, or this is another file)")
+            expected = f"{size:,} bytes, " if size is not None else ""
             raise DownloadFailed("hash_mismatch", url, f"the file that arrived ({got:,} bytes, SHA-256 "
-                                 f"{digest[:12]}...) is not the expected one (SHA-256 {sha256[:12]}...)")
+                                 f"{digest[:12]}...) is not the expected one ({expected}SHA-256 "
+                                 f"{sha256[:12]}...)")
         os.replace(tmp, target)
         return target
     finally:
@@ -72,14 +74,17 @@ def fetch(url: str, target: str | Path, *, sha256: str, size: int | None = None,
             os.remove(tmp)
 
 
-def _stream(url: str, out, *, size: int | None, timeout: float, progress: bool | None) -> tuple[int, str]:
-    """Copy ``url`` into the open file ``out``; return (bytes, hex SHA-256). Raises DownloadFailed."""
-    digest, got = hashlib.sha256(), 0
+def _stream(url: str, out, *, size: int | None, timeout: float,
+            progress: bool | None) -> tuple[int, str, int | None]:
+    """Copy ``url`` into the open file ``out``; return (bytes, hex SHA-256, the length the server
+    announced or None). Raises DownloadFailed."""
+    digest, got, announced = hashlib.sha256(), 0, None
     request = urllib.request.Request(url, headers={"User-Agent": "course_lib"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else size
+            announced = int(length) if length and length.isdigit() else None
+            total = announced if announced is not None else size
             bar = None
             if progress or (progress is None and (total or 0) > PROGRESS_BYTES):
                 from tqdm.auto import tqdm
@@ -95,9 +100,9 @@ def _stream(url: str, out, *, size: int | None, timeout: float, progress: bool |
             finally:
                 if bar is not None:
                     bar.close()
-            if length and length.isdigit() and got < int(length):
+            if announced is not None and got < announced:
                 raise DownloadFailed("interrupted", url, f"the connection closed after {got:,} of "
-                                     f"{int(length):,} bytes")
+                                     f"{announced:,} bytes")
     except DownloadFailed:
         raise
     except urllib.error.HTTPError as err:
@@ -117,4 +122,4 @@ def _stream(url: str, out, *, size: int | None, timeout: float, progress: bool |
     except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException) as err:
         raise DownloadFailed("interrupted", url, f"the connection broke after {got:,} bytes "
                              f"({type(err).__name__})") from err
-    return got, digest.hexdigest()
+    return got, digest.hexdigest(), announced

@@ -33,7 +33,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(weights):
-    """http://127.0.0.1:PORT/<mode>/tiny.pt, mode in ok, altered, truncated, short, stall."""
+    """http://127.0.0.1:PORT/<mode>/tiny.pt, mode in ok, altered, truncated, short, html, cut, stall."""
     _, data = weights
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -42,7 +42,8 @@ def server(weights):
 
         def do_GET(self):
             mode, _, file = self.path.strip("/").partition("/")
-            if file != "tiny.pt" or mode not in ("ok", "altered", "truncated", "short", "stall"):
+            modes = ("ok", "altered", "truncated", "short", "html", "cut", "stall")
+            if file != "tiny.pt" or mode not in modes:
                 self.send_error(404)
                 return
             body = data
@@ -50,8 +51,13 @@ def server(weights):
                 body = data[:100] + bytes([data[100] ^ 1]) + data[101:]
             if mode == "short":  # a truncated file served as if it were whole
                 body = data[: len(data) // 2]
+            if mode == "html":  # a login or error page instead of the file (a captive portal)
+                body = b"<html><body>Please sign in to use this network.</body></html>"
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            if mode == "cut":  # no length announced (HTTP/1.0), half the file, then the end
+                body = data[: len(data) // 2]
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if mode == "stall":
                 time.sleep(TIMEOUT * 5)
@@ -106,7 +112,9 @@ def test_success_lands_verified_in_the_cache(weights, dirs, server, monkeypatch)
 @pytest.mark.parametrize("mode, kind, words", [
     ("missing", "not_found", "HTTP 404"),
     ("altered", "hash_mismatch", "not the expected one"),
-    ("short", "interrupted", "incomplete"),
+    ("short", "hash_mismatch", "not the expected one"),
+    ("html", "hash_mismatch", "not the expected one"),
+    ("cut", "interrupted", "closed early"),
     ("truncated", "interrupted", "after"),
     ("stall", "timeout", "timed out"),
 ])
