@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,9 @@ def load_dataset(name: str = "mnist", split: str = "train", *, device: torch.dev
                          "(for 2-D toy data use toy_data).")
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+    if limit is not None and (not isinstance(limit, numbers.Integral) or limit <= 0 or limit is True):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}.")
+    limit = None if limit is None else int(limit)
     root = Path(root).expanduser() if root is not None else default_data_dir()
     device = torch.device(device) if device is not None else get_device()
 
@@ -179,8 +181,9 @@ def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
         raise ValueError(f"All tensors must have the same length; got {[t.shape[0] for t in tensors]}.")
-    if not isinstance(batch_size, int) or batch_size <= 0:
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = int(batch_size)
     device = tensors[0].device
     if shuffle:
         index = torch.randperm(n, generator=generator).to(device)
@@ -206,10 +209,10 @@ class Minibatches:
     def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0):
         if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
             raise ValueError("Minibatches needs one or more tensors of the same length.")
-        if not isinstance(batch_size, int) or not 0 < batch_size <= tensors[0].shape[0]:
+        if not isinstance(batch_size, numbers.Integral) or not 0 < batch_size <= tensors[0].shape[0]:
             raise ValueError(f"batch_size must be an integer in [1, {tensors[0].shape[0]}] "
                              f"(the data size), got {batch_size!r}.")
-        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.tensors, self.batch_size, self.seed = tensors, int(batch_size), seed
         self.per_epoch = tensors[0].shape[0] // batch_size
         self._epoch, self._perm = -1, None
 
