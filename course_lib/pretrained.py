@@ -204,7 +204,7 @@ def _by_hand(name: str, entry: dict[str, Any], cache: Path) -> str:
     if in_checkout():
         return text + f", or train it: `python scripts/train_checkpoint.py {name}`."
     return text + (", or train it: clone the course repository and run "
-                   f"`python scripts/train_checkpoint.py {name}` there (hours on a CPU).")
+                   f"`python scripts/train_checkpoint.py {name}` there.")
 
 
 def build(entry: dict[str, Any]) -> nn.Module:
