@@ -39,7 +39,7 @@ class Size:
 # Every lab's budget, in one place: one table per lab, one row per key, Size(fast, full[, cpu=...]),
 # each with what it sets. The labs read them with ``budget(lab)``; the table's name is the notebook's
 # name without ".ipynb". A row's ``cpu`` value applies in the full profile when the lab runs without a
-# CUDA GPU (labs 05, 09): there the lab trains short demonstration runs, loads the shipped checkpoints and
+# CUDA GPU (labs 05, 08, 09): there the lab trains short demonstration runs, loads the shipped checkpoints and
 # draws fewer samples, so that its full profile stays within 20 minutes on a 2-core CPU (DESIGN.md 11).
 
 LAB_00_GETTING_STARTED = {
@@ -115,7 +115,7 @@ LAB_05_VAE = {
     "vae_epochs": Size(5, 100),
     "conv_epochs": Size(2, 100),
     "max_steps": Size(150, 8_000, cpu=1_000),
-    "demo_steps": Size(50, 200),  # the short run before a shipped checkpoint is loaded (CPU only)
+    "demo_steps": Size(20, 100),  # the short run before a shipped checkpoint is loaded (without a GPU)
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
     "monitor_every": Size(25, 100),  # steps between learning-curve points
     "n_monitor": Size(200, 1_000),  # digits in each monitored set (train and held out)
@@ -180,12 +180,12 @@ LAB_08_DIFFUSION = {
     "n_toy_samples": Size(1_000, 2_000),
     "n_gauss": Size(5_000, 20_000),  # samples of the Gaussian-data check
     "unet_steps": Size(20, 8_000),  # U-Net steps when training from scratch (full profile on a GPU)
-    "demo_steps": Size(5, 150),  # the short run on a CPU before the shipped checkpoint is loaded
+    "demo_steps": Size(5, 100),  # the short run on a CPU before the shipped checkpoint is loaded
     "batch_size": Size(64, 64),  # digits per step
     "lr": Size(5e-4, 5e-4),  # Adam's learning rate
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
-    "ddim_steps": Size((10, 20), (10, 20, 50, 100)),  # DDIM step counts compared
-    "n_eval": Size(70, 300),  # images per DDIM setting (grids, FID, IS)
+    "ddim_steps": Size((5, 10), (10, 20, 50, 100)),  # DDIM step counts compared
+    "n_eval": Size(70, 300, cpu=240),  # images per DDIM setting (grids, FID, IS)
     "n_ddpm": Size(1, 80),  # images sampled with 1000-step DDPM (also the N of the FID compared across rows)
     "n_traj": Size(4, 8),  # digits in the trajectory figure
 }
