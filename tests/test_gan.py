@@ -425,3 +425,70 @@ def test_mode_coverage_errors():
         gan.mode_coverage(torch.zeros(5, 3), toy.ring_centers(), 0.1)
     with pytest.raises(ValueError, match="std must be positive"):
         gan.mode_coverage(torch.zeros(5, 2), toy.ring_centers(), 0.0)
+
+
+def _rejecting_pair(seed=0):
+    """A toy G and a D whose last bias is -10, so that D(G(z)) = sigmoid(a) is about e^-10."""
+    torch.manual_seed(seed)
+    G = gan.MLPGenerator(gan.MLPGeneratorConfig(hidden_dims=(16, 16)))
+    D = gan.MLPDiscriminator(gan.MLPDiscriminatorConfig(hidden_dims=(16, 16)))
+    with torch.no_grad():
+        D.net[-1].bias.fill_(-10.0)
+    return G, D
+
+
+def test_minimax_step_trains_g_on_log_one_minus_d_and_saturates():
+    """make_gan_step(loss="minimax") minimises log(1 - D(G(z))) = -softplus(a): its per-sample gradient
+    -sigmoid(a) vanishes when D rejects the fakes (a = -10), so G barely moves, while the non-saturating
+    loss -log D(G(z)) (gradient -(1 - sigmoid(a))) moves it about e^10 times more, from the same z."""
+    x = torch.randn(64, 2) + 3
+    moves, losses = {}, {}
+    for loss in gan.LOSS_KINDS:
+        G, D = _rejecting_pair()
+        before = [p.detach().clone() for p in G.parameters()]
+        opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=1.0), torch.optim.SGD(D.parameters(), lr=0.0)
+        step = gan.make_gan_step(G, D, opt_g, opt_d, lambda i: (x,), loss=loss,
+                                 generator=torch.Generator().manual_seed(1))
+        out = step(0)
+        losses[loss] = out["loss_g"]
+        moves[loss] = math.sqrt(sum((p.detach() - b).pow(2).sum().item()
+                                    for p, b in zip(G.parameters(), before, strict=True)))
+        assert out["d_fake"] < 1e-3  # D rejects the fakes: a is about -10
+    # L_G = log(1 - D) = -softplus(a) is slightly below 0; -log D = softplus(-a) is about 10
+    assert -1e-3 < losses["minimax"] < 0 and 9 < losses["non_saturating"] < 11
+    assert moves["non_saturating"] > 0 and moves["minimax"] < 1e-3 * moves["non_saturating"]
+
+
+def test_minimax_loss_reaches_the_generator_update(monkeypatch):
+    """The generator step calls generator_loss with the requested kind, on D's logits of G(z)."""
+    calls = []
+    real = gan.generator_loss
+
+    def spy(logits, kind="non_saturating"):
+        calls.append((kind, logits.detach().clone()))
+        return real(logits, kind)
+
+    monkeypatch.setattr(gan, "generator_loss", spy)
+    for loss in gan.LOSS_KINDS:
+        calls.clear()
+        step, _ = _toy_setup(loss=loss)
+        out = step(0)
+        assert [kind for kind, _ in calls] == [loss]
+        logits = calls[0][1]
+        expected = -F.softplus(logits).mean() if loss == "minimax" else F.softplus(-logits).mean()
+        assert out["loss_g"] == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_reference_optimiser_settings_of_the_dcgans():
+    """Chapter 6 trains every MNIST GAN with Adam(2e-4, betas (0.5, 0.999)) on batches of 64 (Radford et
+    al.; pytorch/examples' dcgan): the lab's budget in both profiles, and what the shipped generators
+    record they were trained with."""
+    from course_lib import config, pretrained
+
+    for profile in ("fast", "full"):
+        budget = config.budget("06_gan", profile)
+        assert budget["lr"] == 2e-4 and budget["batch_size"] == 64
+    for name in gan.MNIST_MODELS:
+        record = pretrained.info(name)["provenance"]
+        assert record["optimizer"] == "Adam(lr=0.0002, betas=(0.5, 0.999)) for G and D"
+        assert record["k"] == 1 and record["loss"] == "non_saturating" and record["batch_size"] == 64
