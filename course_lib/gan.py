@@ -364,10 +364,10 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def generator_loss(fake_logits: Tensor, kind: str = "non_saturating") -> Tensor:
     """The generator's loss from the logits a = D's logit on G(z), shape (B,); returns a scalar.
 
-    ``"minimax"`` (saturating):  L_G = E_z[log(1 - D(G(z)))] = -mean softplus(a);
-        dL/da = -sigmoid(a) per sample, which vanishes when D(G(z)) -> 0 (early training).
-    ``"non_saturating"``:  L_G = -E_z[log D(G(z))] = mean softplus(-a);
-        dL/da = -(1 - sigmoid(a)) per sample, close to -1 when D(G(z)) -> 0.
+    ``"minimax"`` (saturating):  J_G = E_z[log(1 - D(G(z)))] = -mean softplus(a);
+        dJ/da = -sigmoid(a) per sample, which vanishes when D(G(z)) -> 0 (early training).
+    ``"non_saturating"``:  J_G = -E_z[log D(G(z))] = mean softplus(-a);
+        dJ/da = -(1 - sigmoid(a)) per sample, close to -1 when D(G(z)) -> 0.
     """
     fake_logits = _logits(fake_logits, "fake_logits")
     if kind == "non_saturating":

@@ -174,7 +174,7 @@ def _scores(s: Tensor, name: str) -> Tensor:
 def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """The critic's loss, minus the dual estimate of W1 (Arjovsky et al., 2017, Algorithm 1).
 
-    L_critic = -(E[f(x)] - E[f(G(z))]) = mean(fake_scores) - mean(real_scores); scores ``(B,)`` or
+    J_critic = -(E[f(x)] - E[f(G(z))]) = mean(fake_scores) - mean(real_scores); scores ``(B,)`` or
     ``(B, 1)``, raw critic outputs (no sigmoid, no log). Minimising it maximises the estimate.
     """
     real, fake = _scores(real_scores, "real_scores"), _scores(fake_scores, "fake_scores")
@@ -186,7 +186,7 @@ def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
 
 
 def generator_loss(fake_scores: Tensor) -> Tensor:
-    """The generator's loss L_G = -E[f(G(z))] on fake scores ``(B,)`` or ``(B, 1)``: no log term.
+    """The generator's loss J_G = -E[f(G(z))] on fake scores ``(B,)`` or ``(B, 1)``: no log term.
 
     Only the fake term of the W1 estimate depends on the generator, so minimising -E[f(G(z))]
     minimises the estimate E[f(x)] - E[f(G(z))].
@@ -288,7 +288,7 @@ class WGANConfig:
     """How a WGAN trains its critic; the defaults are WGAN-GP's (Gulrajani et al., 2017)."""
 
     lipschitz: str = "gp"  # "clip" (Arjovsky et al.), "gp" (Gulrajani et al.) or "spectral" (Miyato et al.)
-    n_critic: int = 5  # critic steps per generator step (5 in all three papers)
+    n_critic: int = 5  # critic steps per generator step (5 for Arjovsky et al. and Gulrajani et al.)
     clip_value: float = 0.01  # c: "clip" clamps every critic parameter into [-c, c]
     gp_weight: float = 10.0  # lambda of the gradient penalty ("gp" only)
 
@@ -309,8 +309,9 @@ def reference_optimizers(cfg: WGANConfig, generator_net: nn.Module, critic: nn.M
     """The papers' optimisers for (generator, critic).
 
     "clip": RMSProp, lr 5e-5 (Arjovsky et al., 2017: momentum-based optimisers were unstable with
-    clipping). "gp" and "spectral": Adam, lr 1e-4, betas (0.5, 0.9) (Gulrajani et al., 2017; setting A
-    of Miyato et al., 2018). ``lr`` overrides the learning rate of both.
+    clipping). "gp" and "spectral": Adam, lr 1e-4, betas (0.5, 0.9): the released code of Gulrajani et
+    al., 2017 (igul222/improved_wgan_training; their Algorithm 1 lists betas (0, 0.9)), and setting A
+    of Miyato et al., 2018. ``lr`` overrides the learning rate of both.
     """
     if cfg.lipschitz == "clip":
         make = lambda params: torch.optim.RMSprop(params, lr=lr or 5e-5)  # noqa: E731
