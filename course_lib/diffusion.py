@@ -415,13 +415,14 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     It always starts at T-1 (the noisiest step, whose marginal the prior N(0, I) matches) and ends
     at 0; with steps = T it is every step T-1, ..., 0.
     """
-    T = _check_T(T)
+    T, given = _check_T(T), steps
     try:
         steps = _checks.count(steps, "steps")
-    except TypeError as err:
-        raise ValueError(f"{err} It counts the DDIM steps, in [1, T] = [1, {T}].") from None
+    except (TypeError, ValueError):
+        steps = 0
     if not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in [1, T] = [1, {T}], got {steps!r}.")
+        raise ValueError(f"steps (the number of DDIM steps) must be an integer in [1, T] = [1, {T}], "
+                         f"got {given!r}.")
     if steps == 1:
         return [T - 1]
     return [round((T - 1) * (1 - k / (steps - 1))) for k in range(steps)]

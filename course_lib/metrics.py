@@ -311,13 +311,14 @@ def memorisation_ratio(samples: Tensor, train: Tensor, held_out: Tensor) -> floa
 
     ``held_out`` must be real images that are *not* in ``train`` (their distance is the yardstick).
     """
+    distances = nearest_neighbour_distances(samples, train)
     yardstick = nearest_neighbour_distances(held_out, train).median().item()
     scale = train.flatten(1).float().norm(dim=1).median().item()  # float32 copies give ~1e-3 of it, not 0
     if not yardstick > 1e-2 * scale:
         raise ValueError(f"the held-out images lie at median distance {yardstick:.3g} from the training "
                          "set: they are copies of training images, so the ratio would be NaN or infinite. "
                          "Pass real images that are not in train (e.g. the test split).")
-    return float(nearest_neighbour_distances(samples, train).median().item() / yardstick)
+    return float(distances.median().item() / yardstick)
 
 
 def class_coverage(samples: Tensor, classifier: nn.Module | None = None) -> Coverage:
