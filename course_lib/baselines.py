@@ -12,14 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
+
 
 class PixelBernoulli(nn.Module):
     """Independent Bernoulli pixels, one logit per (class, pixel); ``n_classes=1`` is unconditional."""
 
     def __init__(self, n_pixels: int = 784, n_classes: int = 10):
         super().__init__()
-        if n_pixels <= 0 or n_classes <= 0:
-            raise ValueError(f"n_pixels and n_classes must be positive, got {n_pixels}, {n_classes}.")
+        if not all(hasattr(v, "__index__") for v in (n_pixels, n_classes)) or n_pixels <= 0 or n_classes <= 0:
+            raise ValueError(f"n_pixels and n_classes must be positive integers, got {n_pixels!r}, "
+                             f"{n_classes!r}.")
+        n_pixels, n_classes = int(n_pixels), int(n_classes)
         self.n_pixels, self.n_classes = n_pixels, n_classes
         self.logits = nn.Parameter(torch.zeros(n_classes, n_pixels))  # theta, (K, D)
 
@@ -28,9 +32,10 @@ class PixelBernoulli(nn.Module):
             if self.n_classes != 1:
                 raise ValueError("This model is class-conditional: pass the labels y.")
             return self.logits.expand(batch, -1)
-        if y.shape != (batch,) or y.min() < 0 or y.max() >= self.n_classes:
-            raise ValueError(f"y must hold {batch} labels in [0, {self.n_classes}), "
-                             f"got shape {tuple(y.shape)}.")
+        y = torch.as_tensor(y, device=self.logits.device)
+        if y.shape != (batch,) or y.is_floating_point() or y.min() < 0 or y.max() >= self.n_classes:
+            raise ValueError(f"y must hold {batch} integer labels in [0, {self.n_classes}), "
+                             f"got {y.dtype} of shape {tuple(y.shape)}.")
         # one_hot(y) @ theta selects the rows theta_y, like self.logits[y], but its backward pass
         # is a matrix product, which sums in a fixed order (indexing's backward does not on CPU).
         return F.one_hot(y, self.n_classes).to(self.logits.dtype) @ self.logits  # (B, D)
@@ -41,7 +46,8 @@ class PixelBernoulli(nn.Module):
         ``x`` is (B, D) or (B, 1, H, W) with values in [0, 1] (grey levels act as soft targets:
         the result is then minus the cross-entropy).
         """
-        flat = x.flatten(1)  # (B, D)
+        flat = _checks.tensor(x, "x", min_ndim=2).flatten(1)  # (B, D)
+        _checks.unit_range(_checks.floating(flat, "x", " (divide uint8 grey levels by 255)"), "x")
         if flat.shape[1] != self.n_pixels:
             raise ValueError(f"x has {flat.shape[1]} pixels per image, the model {self.n_pixels}.")
         logits = self._logits_for(y, flat.shape[0])
@@ -50,6 +56,7 @@ class PixelBernoulli(nn.Module):
     @torch.no_grad()
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw x ~ p(x | y) for each label in ``y`` (B,); returns (B, D) of zeros and ones."""
+        y = torch.as_tensor(y)
         probs = torch.sigmoid(self._logits_for(y, y.shape[0]))
         return torch.bernoulli(probs, generator=generator)
 
@@ -60,9 +67,12 @@ def pixel_bernoulli_mle(x: torch.Tensor, y: torch.Tensor, n_classes: int = 10) -
     Setting d/d theta of sum_n log p(x_n | y_n) to zero gives sigmoid(theta_{k,i}) = mean of x_{n,i}
     over the examples of class k.
     """
-    flat = x.flatten(1)
-    if y.shape != (flat.shape[0],):
-        raise ValueError(f"y must have shape ({flat.shape[0]},), got {tuple(y.shape)}.")
+    flat = _checks.tensor(x, "x", min_ndim=2).flatten(1)
+    _checks.unit_range(_checks.floating(flat, "x", " (divide uint8 grey levels by 255)"), "x")
+    y = torch.as_tensor(y, device=flat.device)
+    if y.shape != (flat.shape[0],) or y.is_floating_point() or y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"y must hold {flat.shape[0]} integer labels in [0, {n_classes}), got {y.dtype} of "
+                         f"shape {tuple(y.shape)}.")
     counts = torch.bincount(y, minlength=n_classes).to(flat.dtype)  # (K,)
     if (counts == 0).any():
         raise ValueError("Every class needs at least one example for its MLE.")

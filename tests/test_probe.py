@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from course_lib import baselines as B
 from course_lib import classifier as C
 from course_lib import diffusion as D
 from course_lib import gan, pretrained, toy, zoo
@@ -524,6 +525,22 @@ CASES = [
     ("speed not callable", lambda: M.sampling_speed(None, 4, "cpu"), raises(TypeError, "function")),
     ("speed no warm-up", lambda: M.sampling_speed(lambda m: torch.zeros(m), 4, "cpu", warmup=0),
      ok(lambda v: v > 0)),
+    # --- baselines --------------------------------------------------------------------------------
+    ("pixel model numpy sizes", lambda: B.PixelBernoulli(np.int64(4), np.int64(2)).logits.shape,
+     ok(lambda shape: shape == (2, 4))),
+    ("pixel model size 0", lambda: B.PixelBernoulli(0), raises(ValueError, "positive integers")),
+    ("pixel log_prob [0, 255]",
+     lambda: B.PixelBernoulli(4, 2).log_prob(torch.full((2, 4), 255.0), LAB[:2]),
+     raises(ValueError, "divide by 255")),
+    ("pixel log_prob uint8", lambda: B.PixelBernoulli(4, 2).log_prob(torch.zeros(2, 4).byte(), LAB[:2]),
+     raises(TypeError, "uint8")),
+    ("pixel float labels",
+     lambda: B.PixelBernoulli(4, 2).log_prob(torch.zeros(2, 4), torch.tensor([0.0, 1.0])),
+     raises(ValueError, "integer labels")),
+    ("pixel mle float labels", lambda: B.pixel_bernoulli_mle(torch.zeros(2, 4), torch.tensor([0.0, 1.0]), 2),
+     raises(ValueError, "integer labels")),
+    ("pixel sample label list", lambda: B.PixelBernoulli(4, 2).sample([0, 1]),
+     ok(lambda x: x.shape == (2, 4))),
     # --- pretrained -------------------------------------------------------------------------------
     ("unknown checkpoint", lambda: pretrained.info("ddpm_cifar"),
      raises(pretrained.CheckpointError, "Available")),
