@@ -111,16 +111,16 @@ LAB_05_VAE = {
     # thousand digits, the epochs decide; on 60,000 digits, the cap). Without a GPU the lab trains the
     # two shipped models (vae_mlp = latent 20, vae_conv) for demo_steps only, then loads them, and
     # trains the others for at most cpu max_steps.
-    "ae_epochs": Size(4, 50),
-    "vae_epochs": Size(5, 100),
+    "ae_epochs": Size(2, 50),
+    "vae_epochs": Size(3, 100),
     "conv_epochs": Size(2, 100),
     "max_steps": Size(150, 8_000, cpu=1_000),
-    "demo_steps": Size(20, 100),  # the short run before a shipped checkpoint is loaded (without a GPU)
+    "demo_steps": Size(25, 100),  # the short run before a shipped checkpoint is loaded (without a GPU)
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
     "monitor_every": Size(25, 100),  # steps between learning-curve points
     "n_monitor": Size(200, 1_000),  # digits in each monitored set (train and held out)
     "beta": Size(4.0, 4.0),  # KL weight of the beta-VAE
-    "iwae_k": Size(100, 1_000),  # importance samples of the IWAE estimate
+    "iwae_k": Size(50, 1_000),  # importance samples of the IWAE estimate
     "n_iwae": Size(100, 1_000, cpu=300),  # held-out digits of the results table
 }
 
@@ -193,16 +193,16 @@ LAB_08_DIFFUSION = {
 LAB_09_GUIDANCE = {
     # (the closed-form 2-D guidance toy runs on the theory page, not in the lab)
     # classifier-free guidance weights compared (0: unconditional, 1: conditional)
-    "gammas": Size((0.0, 1.0, 3.0, 5.0), (0.0, 1.0, 2.0, 3.0, 5.0)),
+    "gammas": Size((0.0, 1.0, 3.0), (0.0, 1.0, 2.0, 3.0, 5.0)),
     "n_per_class": Size(1, 10, cpu=8),  # columns of the class-by-row grids
     "ddim_steps": Size(10, 50),  # DDIM steps of every image sample
     # samples per gamma for the classifier accuracy and the FID (and held-out digits for the noisy
     # classifier's accuracy against t); FID needs more than 64
-    "n_eval": Size(20, 300, cpu=80),
+    "n_eval": Size(10, 300, cpu=80),
     "cg_scales": Size((0.0, 3.0), (0.0, 1.0, 3.0, 10.0)),  # classifier-guidance scales
     "n_cg": Size(10, 100, cpu=70),  # images per scale
     "cg_steps": Size(10, 50),  # DDIM steps (eps-form) of classifier guidance
-    "n_ldm": Size(20, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
+    "n_ldm": Size(10, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
     "n_timing": Size(2, 20, cpu=10),  # training steps timed per model for the cost comparison
     "demo_steps": Size(3, 50),  # the short run before a shipped checkpoint is loaded (no GPU)
     # steps when training from scratch (on a GPU; the shipped checkpoints are used after demo_steps)
