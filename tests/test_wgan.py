@@ -394,3 +394,68 @@ def test_dual_critic_recovers_w1_and_wgan_gp_moves_the_generator_to_the_data():
     history = train.fit(step, 150, progress=False)
     assert 1.0 < G.b.item() < 3.0
     assert np.mean(history["w1"][:10]) - np.mean(history["w1"][-10:]) > 1.0
+
+
+def test_weight_clipping_follows_every_critic_step():
+    """WGAN (Arjovsky et al., Algorithm 1) clamps the critic's weights after every critic update, so the
+    next critic step already sees a clipped critic; clamping once per generator step would let the
+    critic leave [-c, c] for n_critic - 1 updates."""
+    cfg = wgan.WGANConfig(lipschitz="clip", n_critic=5)
+    G, critic = _toy_models("clip")
+    assert max(p.abs().max().item() for p in critic.parameters()) > 10 * cfg.clip_value  # not clipped yet
+    opt_g, opt_c = wgan.reference_optimizers(cfg, G, critic)
+    data = torch.randn(640, 2, generator=torch.Generator().manual_seed(0)) + 2
+    largest = []
+
+    def batch(j):  # called before critic update j: record how far the critic's weights reach
+        largest.append(max(p.abs().max().item() for p in critic.parameters()))
+        return (data[(j * 32) % 640: (j * 32) % 640 + 32],)
+
+    gen = torch.Generator().manual_seed(1)
+    step = wgan.make_wgan_step(G, critic, opt_g, opt_c, batch, cfg, generator=gen)
+    for i in range(3):
+        step(i)
+    assert len(largest) == 15
+    assert all(m <= cfg.clip_value for m in largest[1:])  # after the first critic update, always clipped
+    # critic_step itself clips: one update on fresh, unclipped weights ends inside [-c, c]
+    G, critic = _toy_models("clip")
+    _, opt_c = wgan.reference_optimizers(cfg, G, critic)
+    wgan.critic_step(critic, opt_c, data[:32], torch.randn(32, 2), cfg, diagnose=False)
+    assert max(p.abs().max().item() for p in critic.parameters()) <= cfg.clip_value
+
+
+@pytest.mark.parametrize("lipschitz", wgan.LIPSCHITZ)
+def test_reference_optimizers_are_the_papers_settings(lipschitz):
+    """WGAN: RMSProp, lr 5e-5 (Arjovsky et al.); WGAN-GP and SNGAN: Adam, lr 1e-4, betas (0.5, 0.9)
+    (Gulrajani et al.'s released code; Miyato et al.'s setting A), each over its own network."""
+    cfg = wgan.WGANConfig(lipschitz=lipschitz)
+    G, critic = _toy_models(lipschitz)
+    for lr in (None, 3e-3):
+        opt_g, opt_c = wgan.reference_optimizers(cfg, G, critic, lr=lr)
+        for opt, net in ((opt_g, G), (opt_c, critic)):
+            params = [p for group in opt.param_groups for p in group["params"]]
+            assert len(params) == len(list(net.parameters()))
+            assert all(a is b for a, b in zip(params, net.parameters(), strict=True))
+            (group,) = opt.param_groups
+            if lipschitz == "clip":
+                assert type(opt) is torch.optim.RMSprop and group["lr"] == (lr or 5e-5)
+                assert group["momentum"] == 0
+            else:
+                assert type(opt) is torch.optim.Adam and group["lr"] == (lr or 1e-4)
+                assert group["betas"] == (0.5, 0.9)
+
+
+def test_wgan_defaults_are_the_papers_and_the_shipped_models_use_them():
+    """WGANConfig() is WGAN-GP with lambda = 10 and n_critic = 5 (c = 0.01 for clipping); the shipped
+    MNIST WGAN-GP and SNGAN were trained with n_critic = 5 and Adam(1e-4, betas (0.5, 0.9))."""
+    from course_lib import pretrained
+
+    cfg = wgan.WGANConfig()
+    assert (cfg.lipschitz, cfg.n_critic, cfg.gp_weight, cfg.clip_value) == ("gp", 5, 10.0, 0.01)
+    expected = {"wgan_gp_mnist": ("gp", "none"), "sngan_mnist": ("spectral", "spectral")}
+    for name, (lipschitz, norm_kind) in expected.items():
+        _, c_cfg, cfg = wgan.MNIST_MODELS[name]
+        assert (cfg.lipschitz, cfg.n_critic, cfg.gp_weight) == (lipschitz, 5, 10.0)
+        assert c_cfg.norm == norm_kind
+        record = pretrained.info(name)["provenance"]
+        assert record["optimizer"] == "Adam(lr=1e-4, betas=(0.5, 0.9)) for G and the critic"
