@@ -473,13 +473,20 @@ def _start(shape: Sequence[int], x_T: Tensor | None, device, dtype, generator) -
     return _randn(shape, device or "cpu", dtype, generator)
 
 
-def _check_sampler_args(eps_model, sched: Schedule, variance: str | None = None) -> None:
-    """Once per sampling call: a callable model, a schedule it was trained with, a known variance."""
+def _check_sampler_args(eps_model, sched: Schedule, variance: str | None = None, device=None, x_T=None):
+    """Once per sampling call: a callable model, a schedule it was trained with, a known variance.
+
+    Returns the device to sample on: ``device``, else x_T's, else the network's (a module's
+    parameters), else the CPU.
+    """
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable as eps_model(x_t, t), got {type(eps_model).__name__}.")
     check_schedule(eps_model, sched)
     if variance is not None:
         reverse_variance(sched, variance)
+    if device is None and x_T is None and isinstance(eps_model, torch.nn.Module):
+        device = next((p.device for p in eps_model.parameters()), None)
+    return device
 
 
 def _check_result(x: Tensor) -> Tensor:
@@ -500,7 +507,7 @@ def ddpm_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], *,
     Returns x_0 of ``shape``; with ``return_trajectory`` also a CPU tensor (T + 1, *shape) of
     x_T (the start), x_{T-1}, ..., x_0, the image after each step.
     """
-    _check_sampler_args(eps_model, sched, variance)
+    device = _check_sampler_args(eps_model, sched, variance, device, x_T)
     clip_x0 = _check_clip(clip_x0)
     x = _start(shape, x_T, device, dtype, generator)
     trajectory = [x.cpu()] if return_trajectory else None
@@ -527,7 +534,7 @@ def ddim_sample(eps_model: EpsModel, sched: Schedule, shape: Sequence[int], step
     Returns x_0 (and, with ``return_trajectory``, a CPU tensor (len(steps) + 1, *shape)).
     """
     eta = _check_eta(eta)
-    _check_sampler_args(eps_model, sched)
+    device = _check_sampler_args(eps_model, sched, None, device, x_T)
     clip_x0 = _check_clip(clip_x0)
     times = _ddim_times(sched, steps)
     if not times or any(b >= a for a, b in zip(times, times[1:], strict=False)) or times[0] >= sched.T \

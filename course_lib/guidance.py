@@ -271,7 +271,7 @@ def classifier_guided_sample(eps_model: EpsModel, classifier: Classifier, sched:
     """
     scale = _check_scale(scale, "scale")
     y = _classifier_labels(classifier, y)
-    _check_sampler_args(eps_model, sched, variance)
+    device = _check_sampler_args(eps_model, sched, variance, device, x_T)
     check_schedule(classifier, sched)
     x = _start(shape, x_T, device, dtype, generator)
     if y.shape != (x.shape[0],):

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,6 +125,9 @@ class LatentAutoencoder(nn.Module):
         _checks.unit_range(self._check(_checks.tensor(x, "images"), self.config.in_shape, "images"), "images")
         codes = torch.cat([self.code(x[i: i + batch_size]) for i in range(0, x.shape[0], batch_size)])
         std = codes.double().std().item()
+        if not np.isfinite(std):
+            raise ValueError("the codes of these images are NaN or infinite: check the images and the "
+                             "autoencoder's weights (a diverged training gives NaN).")
         if not std > 0:
             raise ValueError("the codes of these images have zero spread; train the autoencoder first.")
         self.latent_scale.fill_(1.0 / std)

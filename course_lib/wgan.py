@@ -132,6 +132,8 @@ def parallel_lines(theta) -> dict[str, np.ndarray]:
     W1 = |theta|. ``theta``: a number or an array; returns arrays of its shape (nats).
     """
     theta = np.asarray(theta, dtype=np.float64)
+    if not np.isfinite(theta).all():
+        raise ValueError(f"theta must be finite, got {theta}.")
     same = theta == 0
     return {"kl": np.where(same, 0.0, np.inf), "js": np.where(same, 0.0, math.log(2.0)),
             "w1": np.abs(theta)}
@@ -146,7 +148,7 @@ def blurred_parallel_lines(theta: float, sigma: float) -> dict[str, float]:
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be positive (sigma = 0 is parallel_lines), got {sigma!r}.")
-    theta = float(theta)
+    theta = _checks.number(theta, "theta")
 
     def log_n(x, mu):  # log N(x; mu, sigma^2)
         return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi))

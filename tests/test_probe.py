@@ -68,6 +68,13 @@ def nan_model(x, t):
     return torch.full_like(x, float("nan"))
 
 
+def nan_weights(model):
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        next(m.parameters()).fill_(math.nan)
+    return m
+
+
 def opt(model):
     return torch.optim.SGD(model.parameters(), lr=1e-3)
 
@@ -408,6 +415,8 @@ CASES = [
     ("wgan batch as a tensor", lambda: wgan_step(lambda i: torch.randn(4, 2))(0),
      ok(lambda m: math.isfinite(m["w1"]))),
     ("wgan batch of None", lambda: wgan_step(lambda i: None)(0), raises(ValueError, "tensor x or a tuple")),
+    ("parallel lines NaN", lambda: W.parallel_lines([0.0, math.nan]), raises(ValueError, "finite")),
+    ("blurred theta NaN", lambda: W.blurred_parallel_lines(math.nan, 1.0), raises(ValueError, "finite")),
     ("blurred lines sigma 0", lambda: W.blurred_parallel_lines(1.0, 0.0), raises(ValueError, "sigma = 0")),
     # --- toy data ---------------------------------------------------------------------------------
     ("toy name", lambda: toy.toy_data("spiral", 10), raises(ValueError, "Available")),
@@ -446,6 +455,8 @@ CASES = [
      raises(ValueError, "latents must have shape")),
     ("latent scale on [0, 255]", lambda: copy.deepcopy(AE).fit_latent_scale(torch.rand(4, 1, 8, 8) * 255),
      raises(ValueError, "divide by 255")),
+    ("latent scale NaN weights", lambda: nan_weights(AE).fit_latent_scale(torch.rand(4, 1, 8, 8)),
+     raises(ValueError, "NaN")),
     ("latent scale empty", lambda: copy.deepcopy(AE).fit_latent_scale(torch.zeros(0, 1, 8, 8)),
      raises(ValueError, "empty batch")),
     ("latent ae penalty", lambda: L.make_latent_ae_step(AE, opt(AE), lambda i: None, penalty=-1.0),
