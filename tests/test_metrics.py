@@ -116,7 +116,7 @@ def test_mean_term_bias_is_twice_the_trace_over_n():
     g = torch.Generator().manual_seed(3)
     scale = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)  # tr(Sigma) = 1 + 4 + 0.25 + 9
     cov = np.diag(scale.numpy() ** 2)
-    n, reps = 50, 2_000
+    n, reps = 50, 1_000
     values = []
     for _ in range(reps):
         a, b = (metrics.statistics(torch.randn(n, 4, generator=g, dtype=torch.float64) * scale + 1.0)
