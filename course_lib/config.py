@@ -203,14 +203,14 @@ LAB_09_GUIDANCE = {
     "n_cg": Size(10, 100, cpu=70),  # images per scale
     "cg_steps": Size(10, 50),  # DDIM steps (eps-form) of classifier guidance
     "n_ldm": Size(10, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
-    "n_timing": Size(2, 20, cpu=10),  # training steps timed per model for the cost comparison
+    "n_timing": Size(1, 20, cpu=10),  # training steps timed per model for the cost comparison
     "demo_steps": Size(3, 50),  # the short run before a shipped checkpoint is loaded (no GPU)
     # steps when training from scratch (on a GPU; the shipped checkpoints are used after demo_steps)
     "cddpm_steps": Size(20, 8_000),
     "classifier_steps": Size(20, 3_000),
     "ae_steps": Size(20, 3_000),
     "ldm_steps": Size(20, 8_000),
-    "batch_size": Size(64, 64),  # digits per step, as chapter 8
+    "batch_size": Size(32, 64),  # digits per step, as chapter 8
     "lr": Size(5e-4, 5e-4),  # Adam's learning rate, as chapter 8
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
 }
