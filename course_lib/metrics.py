@@ -375,7 +375,9 @@ def _read_cached(file) -> Tensor | None:
         ok = isinstance(stored, dict) and isinstance(stored.get("features"), Tensor) and \
             _sha(stored["features"], full=True) == stored.get("sha256")
     except Exception:  # truncated or garbled file: unpickling fails in many ways
-        ok = False
+        stored, ok = None, False
+    if isinstance(stored, Tensor):  # a cache file from before the hash was stored: recompute quietly
+        return None
     if not ok:
         warnings.warn(f"the cached reference features {file.name} failed their SHA-256 check (a corrupt or "
                       "old cache file); recomputing them.", stacklevel=3)

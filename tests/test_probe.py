@@ -572,3 +572,18 @@ def test_probe(name, call, expect):
 def test_the_probe_is_broad():
     assert len(CASES) >= 150
     assert len({c[0] for c in CASES}) == len(CASES)  # every case has its own name
+
+
+def test_a_flipped_byte_in_the_cached_reference_features_is_caught(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    M._REFERENCES.clear()
+    feats, _ = M.reference_features("mnist", "test", limit=300, download=False)
+    (file,) = (tmp_path / "metrics").glob("*.pt")
+    raw = bytearray(file.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    file.write_bytes(bytes(raw))
+    M._REFERENCES.clear()
+    with pytest.warns(UserWarning, match="SHA-256"):
+        again, _ = M.reference_features("mnist", "test", limit=300, download=False)
+    assert torch.equal(feats, again)  # recomputed, not read from the corrupt file
+    M._REFERENCES.clear()
