@@ -172,7 +172,10 @@ def latent_unet_config(latent_shape: Sequence[int] = (4, 7, 7), num_classes: int
     With ``channel_mults=(1,)`` there is no downsampling: residual blocks and self-attention over
     the 49 latent "pixels", with the encoder-decoder skips of the U-Net kept.
     """
-    c, h, w = (int(s) for s in latent_shape)
+    if len(tuple(latent_shape)) != 3:
+        raise ValueError(f"latent_shape must be (C, H, W), e.g. autoencoder.latent_shape, got "
+                         f"{latent_shape!r}.")
+    c, h, w = (_checks.count(s, "every size in latent_shape") for s in latent_shape)
     return UNetConfig(in_shape=(c, h, w), base_channels=base_channels, channel_mults=(1,),
                       num_res_blocks=num_res_blocks, attention_resolutions=(h,), num_classes=num_classes)
 

@@ -224,7 +224,7 @@ def critic_gradient_norms(critic: Callable[[Tensor], Tensor], x: Tensor,
     ``create_graph=True`` keeps the graph so that a penalty on the norms can be differentiated
     with respect to the critic's parameters (a double backward).
     """
-    x = x.detach().requires_grad_(True)
+    x = _checks.floating(_checks.tensor(x, "x", min_ndim=2), "x").detach().requires_grad_(True)
     scores = _scores(critic(x), "critic(x)")
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=create_graph)
     # ||grad f(x_hat)||_2 over every dimension but the batch one

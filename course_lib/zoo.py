@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import metrics, pretrained
+from . import _checks, metrics, pretrained
 
 Tensor = torch.Tensor
 SampleFn = Callable[[nn.Module, int, torch.Generator], Tensor]
@@ -150,6 +150,7 @@ def missing(shipped: list[str] | None = None) -> dict[str, str]:
 def sample_in_batches(sample: SampleFn, model: nn.Module, n: int, generator: torch.Generator,
                       batch_size: int = 500) -> Tensor:
     """n images from ``sample`` drawn in batches of at most ``batch_size`` (bounded memory)."""
+    n, batch_size = _checks.count(n, "n"), _checks.count(batch_size, "batch_size")
     return torch.cat([sample(model, min(batch_size, n - k), generator) for k in range(0, n, batch_size)])
 
 
