@@ -180,8 +180,8 @@ LAB_08_DIFFUSION = {
     "n_toy_samples": Size(1_000, 2_000),
     "n_gauss": Size(5_000, 20_000),  # samples of the Gaussian-data check
     "unet_steps": Size(20, 8_000),  # U-Net steps when training from scratch (full profile on a GPU)
-    "demo_steps": Size(5, 100),  # the short run on a CPU before the shipped checkpoint is loaded
-    "batch_size": Size(64, 64),  # digits per step
+    "demo_steps": Size(3, 100),  # the short run on a CPU before the shipped checkpoint is loaded
+    "batch_size": Size(32, 64),  # digits per step
     "lr": Size(5e-4, 5e-4),  # Adam's learning rate
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
     "ddim_steps": Size((5, 10), (10, 20, 50, 100)),  # DDIM step counts compared
