@@ -1,7 +1,7 @@
 """Run profile, per-lab budgets, device selection and seeding.
 
 One switch chooses the profile: the environment variable ``COURSE_FAST``.
-``COURSE_FAST=1`` gives tiny budgets (every lab in at most 60 s on two CPU cores, as in CI);
+``COURSE_FAST=1`` gives tiny budgets (every lab in under 45 s on an idle two-core CPU, as in CI);
 unset or ``0`` gives the full profile (good results in about ten minutes on a Colab T4 GPU).
 The code paths are the same in both; only sizes, steps and sample counts change.
 """
