@@ -5,7 +5,7 @@
         > /tmp/cddpm_mnist.log 2>&1 &
 
 The three others train the same way (``ldm_mnist`` needs the shipped ``latent_ae_mnist`` first);
-with ``COURSE_DATA_DIR=/work/shared/data`` (a folder holding ``mnist-test/``) they train on all
+with ``COURSE_DATA_DIR=../shared/data`` (a folder holding ``mnist-test/``) they train on all
 5,000 offline digits and score on the real test split. Totals: ``NOISY_CLASSIFIER_STEPS``,
 ``LATENT_AE_STEPS``, ``LDM_STEPS``; see the sections at the end of this file.
 
