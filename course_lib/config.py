@@ -198,9 +198,9 @@ LAB_09_GUIDANCE = {
     "ddim_steps": Size(10, 50),  # DDIM steps of every image sample
     # samples per gamma for the classifier accuracy and the FID (and held-out digits for the noisy
     # classifier's accuracy against t); FID needs more than 64
-    "n_eval": Size(10, 300, cpu=80),
+    "n_eval": Size(10, 300, cpu=200),
     "cg_scales": Size((0.0, 3.0), (0.0, 1.0, 3.0, 10.0)),  # classifier-guidance scales
-    "n_cg": Size(10, 100, cpu=70),  # images per scale
+    "n_cg": Size(10, 100),  # images per scale
     "cg_steps": Size(10, 50),  # DDIM steps (eps-form) of classifier guidance
     "n_ldm": Size(10, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
     "n_timing": Size(1, 20, cpu=10),  # training steps timed per model for the cost comparison
