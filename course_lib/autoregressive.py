@@ -89,6 +89,10 @@ class PixelCNNConfig:
             _checks.count(getattr(self, name), name)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (a centre tap), got {self.kernel_size}.")
+        if self.gated and not self.dilations:
+            raise ValueError("a gated PixelCNN needs at least one layer after the first: give dilations "
+                             "one entry per layer, e.g. (1,); without one the vertical stack never reaches "
+                             "the output.")
         for d in self.dilations:
             _checks.count(d, "each dilation")
         if self.num_classes is not None:
@@ -296,8 +300,9 @@ def sample(model: PixelCNN, n: int, y: Tensor | int | None = None,
            generator: torch.Generator | None = None, naive: bool = False) -> Tensor:
     """Ancestral sampling x_i ~ p(x_i | x_<i) in raster order: (n, 1, H, W) in {0, 1}.
 
-    D = H * W sequential steps (see ``_fill``; ``naive=True``: D passes of the whole network, the
-    same samples, slower). ``y``: labels (n,) or one int for all, for a class-conditional model.
+    D = H * W sequential network steps per image, whatever n (784 for digits): see ``_fill``;
+    ``naive=True`` makes each step a pass of the whole network (the same samples, slower).
+    ``y``: labels (n,) or one int for all, for a class-conditional model.
     """
     model = _model(model)
     n = _checks.count(n, "n")
@@ -389,5 +394,6 @@ def receptive_field(model: PixelCNN, pixel: tuple[int, int], y: Tensor | int | N
     x = torch.rand(batch, 1, height, width, generator=generator,
                    device=generator.device if generator else weight.device).to(weight.device, weight.dtype)
     x.requires_grad_(True)
-    model(x, y)[:, 0, r, c].sum().backward()  # samples are independent: one backward gives all
-    return x.grad.abs().sum(0)[0].detach()
+    out = model(x, y)[:, 0, r, c].sum()  # the images are independent: one gradient gives each its own
+    (grad,) = torch.autograd.grad(out, x)  # leaves the parameters' .grad alone
+    return grad.abs().sum(0)[0]

@@ -248,6 +248,8 @@ def test_bad_inputs_raise_clear_errors():
         ar.PixelCNNConfig(image_shape=(3, 28, 28))
     with pytest.raises(ValueError, match="odd"):
         ar.PixelCNNConfig(kernel_size=4)
+    with pytest.raises(ValueError, match="at least one layer"):
+        ar.PixelCNNConfig(dilations=())
     with pytest.raises(ValueError, match="mask_type"):
         ar.MaskedConv2d(1, 1, 3, "C")
     step = ar.make_pixelcnn_step(cond, torch.optim.SGD(cond.parameters(), lr=0.1), lambda i: (x,))
