@@ -4,11 +4,11 @@ The chain rule in raster order, p(x) = prod_i p(x_i | x_<i), with pixel i = (row
 coming after every pixel of the rows above and every pixel to its left. The network returns one
 Bernoulli *logit* per pixel, a_i, with p(x_i = 1 | x_<i) = sigmoid(a_i); it sees the whole image
 at once, and the masks make a_i a function of x_<i only, so one pass gives every conditional
-(teacher forcing), while sampling needs D = H * W passes.
+(teacher forcing), while sampling needs D = H * W sequential steps, one pixel each.
 
     model = PixelCNN(PixelCNNConfig())          # 1x28x28 binary digits
     nats = -log_prob(model, x).mean()           # exact negative log-likelihood, nats per image
-    x = sample(model, 16, generator=g)          # D sequential passes
+    x = sample(model, 16, generator=g)          # D sequential steps
     x = complete(model, x_half, rows_kept=14, generator=g)
 
 Conventions: images (B, 1, H, W) with pixels in {0, 1}; natural logs (nats) unless a function
@@ -36,7 +36,8 @@ __all__ = ["MaskedConv2d", "PixelCNNConfig", "PixelCNN", "log_prob", "bits_per_d
 
 
 class MaskedConv2d(nn.Conv2d):
-    """A convolution whose kernel taps at or after the centre (in raster order) are zeroed.
+    """A convolution whose kernel taps after the centre (in raster order) are zeroed, the centre too
+    for mask type A.
 
     Tap (dr, dc) is the offset from the centre. ``shape="full"`` keeps dr < 0, or dr = 0 and dc < 0,
     plus the centre itself for mask type "B" (type "A" excludes it: the first layer, which must
