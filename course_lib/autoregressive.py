@@ -80,7 +80,7 @@ class PixelCNNConfig:
     kernel_size: int = 3  # odd; each layer looks kernel_size // 2 * dilation rows up
     dilations: tuple[int, ...] = (1, 2, 1, 2, 1, 2)  # one entry per layer after the first (type A) one
     gated: bool = True  # True: vertical + horizontal gated stacks; False: plain masked convs (blind spot)
-    num_classes: int | None = None  # K for a class-conditional model p(x | y), y in {0, ..., K-1}
+    num_classes: int | None = None  # C for a class-conditional model p(x | y), y in {0, ..., C-1}
 
     def __post_init__(self):
         shape = tuple(self.image_shape)
