@@ -202,6 +202,7 @@ LAB_09_GUIDANCE = {
     "cg_scales": Size((0.0, 3.0), (0.0, 1.0, 3.0, 10.0)),  # classifier-guidance scales
     "n_cg": Size(10, 100),  # images per scale
     "cg_steps": Size(10, 50),  # DDIM steps (eps-form) of classifier guidance
+    "n_exercise": Size(1, 20, cpu=10),  # samples per class in exercise 1 (at most n_eval / 10)
     "n_ldm": Size(10, 300, cpu=100),  # latent-diffusion samples, also N of the cost comparison's FIDs
     "n_timing": Size(1, 20, cpu=10),  # training steps timed per model for the cost comparison
     "demo_steps": Size(3, 50),  # the short run before a shipped checkpoint is loaded (no GPU)
