@@ -127,7 +127,7 @@ LAB_05_VAE = {
 LAB_06_GAN = {
     # the 2-D GANs (MLP G and D), Adam(toy_lr, betas (0.5, 0.999))
     "toy_n": Size(5_000, 50_000),  # training points
-    "toy_steps": Size(200, 2_000),  # generator steps
+    "toy_steps": Size(120, 2_000),  # generator steps
     "toy_batch": Size(256, 256),  # points per step
     "toy_lr": Size(1e-3, 1e-3),  # learning rate
     "n_seeds": Size(2, 4),  # seeds of the mode-coverage table
@@ -145,7 +145,7 @@ LAB_06_GAN = {
     "demo_steps": Size(10, 200),  # the short run a CPU does before loading the shipped checkpoint
     "n_snapshots": Size(2, 4),  # sample grids over training
     "checkpoint_every": Size(20, 500),  # steps between checkpoints
-    "n_fid": Size(500, 10_000),  # samples per FID (against the test split)
+    "n_fid": Size(300, 10_000),  # samples per FID (against the test split)
 }
 
 LAB_07_WGAN = {
@@ -174,7 +174,7 @@ LAB_08_DIFFUSION = {
     # learning rate of the MLP denoiser, points sampled from it
     "toy_n": Size(4_000, 20_000),
     "toy_T": Size(100, 100),
-    "toy_steps": Size(400, 4_000),
+    "toy_steps": Size(250, 4_000),
     "toy_batch": Size(256, 512),
     "toy_lr": Size(2e-3, 2e-3),
     "n_toy_samples": Size(1_000, 2_000),
@@ -184,8 +184,8 @@ LAB_08_DIFFUSION = {
     "batch_size": Size(32, 64),  # digits per step
     "lr": Size(5e-4, 5e-4),  # Adam's learning rate
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
-    "ddim_steps": Size((5, 10), (10, 20, 50, 100)),  # DDIM step counts compared
-    "n_eval": Size(70, 300, cpu=240),  # images per DDIM setting (grids, FID, IS)
+    "ddim_steps": Size((2, 5), (10, 20, 50, 100)),  # DDIM step counts compared
+    "n_eval": Size(66, 300, cpu=240),  # images per DDIM setting (grids, FID, IS)
     "n_ddpm": Size(1, 80),  # images sampled with 1000-step DDPM (also the N of the FID compared across rows)
     "n_traj": Size(4, 8),  # digits in the trajectory figure
 }
