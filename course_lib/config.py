@@ -216,7 +216,7 @@ LAB_09_GUIDANCE = {
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
 }
 
-LAB_10_EVALUATION = {
+LAB_14_EVALUATION = {
     "n_table": Size(300, 5_000),  # samples per row of the comparison table (the same N for every row)
     # network evaluations one row may spend: a sampler needing `evaluations` per image gets
     # min(n_table, max_evaluations // evaluations) samples, with its 1/N-corrected FID reported; below
@@ -240,7 +240,7 @@ BUDGETS: dict[str, dict[str, Size]] = {
     "07_wgan": LAB_07_WGAN,
     "08_diffusion": LAB_08_DIFFUSION,
     "09_guidance": LAB_09_GUIDANCE,
-    "10_evaluation": LAB_10_EVALUATION,
+    "14_evaluation": LAB_14_EVALUATION,
 }
 
 

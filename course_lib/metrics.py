@@ -1,4 +1,4 @@
-"""Measuring generative models (chapter 10): FID, Inception Score, precision/recall, memorisation, speed.
+"""Measuring generative models (chapter 14): FID, Inception Score, precision/recall, memorisation, speed.
 
 All feature-based metrics use the penultimate layer of one fixed network, the shipped domain
 classifier ``pretrained.load("digit_classifier")`` (``classifier.DigitClassifier``), so that every

@@ -1,4 +1,4 @@
-"""Every shipped generator of the course behind one interface, for chapter 10's comparison table.
+"""Every shipped generator of the course behind one interface, for chapter 14's comparison table.
 
 A ``Sampler`` says how to draw images in [0, 1] from one shipped checkpoint (``pretrained``) and how
 many network evaluations an image costs. ``SAMPLERS`` lists a row for every model of the course;

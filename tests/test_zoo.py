@@ -1,4 +1,4 @@
-"""zoo: the registry of sample functions behind chapter 10's table."""
+"""zoo: the registry of sample functions behind chapter 14's table."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Recipes for the shipped MNIST GAN generators of chapter 6 (ranked in chapter 10's table).
+"""Recipes for the shipped MNIST GAN generators of chapter 6 (ranked in chapter 14's table).
 
     COURSE_DATA_DIR=../shared/data python scripts/train_checkpoint.py dcgan_mnist --threads 1
 

@@ -1,4 +1,4 @@
-"""Recipe for chapter 5's shipped VAEs, ranked in chapter 10's comparison table.
+"""Recipe for chapter 5's shipped VAEs, ranked in chapter 14's comparison table.
 
     COURSE_DATA_DIR=../shared/data python scripts/train_checkpoint.py vae_mlp --threads 1
     COURSE_DATA_DIR=../shared/data python scripts/train_checkpoint.py vae_conv --threads 1

@@ -1,4 +1,4 @@
-"""Recipes for the shipped MNIST Wasserstein GAN generators of chapter 7 (ranked in chapter 10's table).
+"""Recipes for the shipped MNIST Wasserstein GAN generators of chapter 7 (ranked in chapter 14's table).
 
     COURSE_DATA_DIR=../shared/data python scripts/train_checkpoint.py wgan_gp_mnist --threads 1
 
