@@ -186,7 +186,8 @@ LAB_08_DIFFUSION = {
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
     "ddim_steps": Size((2, 5), (10, 20, 50, 100)),  # DDIM step counts compared
     "n_eval": Size(66, 300, cpu=240),  # images per DDIM setting (grids, FID, IS)
-    "n_ddpm": Size(1, 80),  # images sampled with 1000-step DDPM (also the N of the FID compared across rows)
+    # images sampled with 1000-step DDPM (also the N of the FID compared across rows); 0 skips the row
+    "n_ddpm": Size(0, 80),
     "n_traj": Size(4, 8),  # digits in the trajectory figure
 }
 
