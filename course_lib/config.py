@@ -217,6 +217,26 @@ LAB_09_GUIDANCE = {
     "checkpoint_every": Size(100, 500),  # steps between checkpoints
 }
 
+LAB_10_AUTOREGRESSIVE = {
+    "batch_size": Size(16, 64),  # binarised digits per Adam step
+    "lr": Size(1e-3, 1e-3),  # Adam's learning rate (constant: any stopping point is a usable model)
+    # Adam steps of the gated PixelCNN (default PixelCNNConfig, 720,513 parameters). A GPU trains
+    # from scratch; without one the lab trains demo_steps to show the loss falling, then loads the
+    # shipped checkpoint pixelcnn_mnist for every result.
+    "steps": Size(10, 10_000),
+    "demo_steps": Size(5, 60),
+    "checkpoint_every": Size(10, 500),  # steps between checkpoints
+    "monitor_every": Size(5, 250),  # steps between held-out NLL points of the training curve
+    "n_monitor": Size(64, 1_000),  # held-out digits scored at each monitor point
+    "n_eval": Size(64, 1_000, cpu=300),  # held-out digits of the likelihood table (PixelCNN and VAE)
+    "iwae_k": Size(20, 1_000),  # importance samples of the VAE's IWAE estimate
+    "n_grid": Size(16, 100),  # samples in the grid (10 x 10 in the full profile)
+    "n_complete": Size(3, 8),  # half-digits to complete
+    "n_completions": Size(2, 5),  # completions drawn for each
+    "n_timing": Size(4, 32),  # batch of the sampling-time comparison (all models)
+}
+
+
 LAB_14_EVALUATION = {
     "n_table": Size(300, 5_000),  # samples per row of the comparison table (the same N for every row)
     # network evaluations one row may spend: a sampler needing `evaluations` per image gets
@@ -241,6 +261,7 @@ BUDGETS: dict[str, dict[str, Size]] = {
     "07_wgan": LAB_07_WGAN,
     "08_diffusion": LAB_08_DIFFUSION,
     "09_guidance": LAB_09_GUIDANCE,
+    "10_autoregressive": LAB_10_AUTOREGRESSIVE,
     "14_evaluation": LAB_14_EVALUATION,
 }
 

@@ -107,6 +107,13 @@ def _latent_diffusion(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
                              y=_balanced_labels(n, device), gamma=GUIDANCE_SCALE, generator=g, device=device)
 
 
+def _pixelcnn(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    """Ancestral sampling, pixel by pixel: binary images (the model is of binarised digits)."""
+    from .autoregressive import sample
+
+    return sample(model, n, generator=g)
+
+
 _EVALS_GUIDED = 50 * (1 if GUIDANCE_SCALE in (0.0, 1.0) else 2)  # two predictions per step when guided
 
 SAMPLERS: dict[str, Sampler] = {
@@ -123,6 +130,8 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim10": Sampler("DDIM (10 steps)", "ddpm_mnist", 8, 10, _diffusion(10)),
     "cfg": Sampler(f"CFG (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "cddpm_mnist", 9, _EVALS_GUIDED, _cfg,
                    "balanced labels 0..9"),
+    "pixelcnn": Sampler("PixelCNN", "pixelcnn_mnist", 10, 784, _pixelcnn,
+                        "784 sequential steps; binary samples, scored against grey real digits"),
     "latent_diffusion": Sampler(f"latent diffusion (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "ldm_mnist", 9,
                                 _EVALS_GUIDED, _latent_diffusion,
                                 "balanced labels 0..9; the decoder of latent_ae_mnist adds one evaluation",
