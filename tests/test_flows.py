@@ -1,0 +1,249 @@
+"""Tests of course_lib.flows: exact inverses, log-dets against autograd Jacobians, a 2-D density that
+integrates to 1, the dequantisation bound against a closed-form discrete likelihood, sampling, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import special, stats
+
+from course_lib import flows, train
+
+
+def perturb(module, std=0.1, seed=0):
+    """Small random weights everywhere (new couplings start as the identity: too easy to test)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return module
+
+
+def jac_logdet(f, x):
+    """log |det df/dx| for one example x (1, ...), by autograd."""
+    d = x[0].numel()
+    jac = torch.autograd.functional.jacobian(lambda v: f(v.view_as(x)).flatten(), x.flatten())
+    return torch.linalg.slogdet(jac.reshape(d, d))[1]
+
+
+def tiny_image_flow(shape=(1, 4, 4), stages=3, additive=False):
+    cfg = flows.RealNVPConfig(image_shape=shape, hidden=(4,) * stages, couplings=(2,) * stages,
+                              additive=additive)
+    return flows.RealNVPImage(cfg)
+
+
+COUPLINGS = {
+    "points": lambda: flows.AffineCoupling(torch.tensor([1.0, 0.0, 1.0]), hidden=8),
+    "points-additive": lambda: flows.AffineCoupling(torch.tensor([0.0, 1.0]), hidden=8, additive=True),
+    "checkerboard": lambda: flows.AffineCoupling(flows.checkerboard_mask(1, 4, 4, 1), hidden=4),
+    "channel": lambda: flows.AffineCoupling(flows.channel_mask(4, 0), hidden=4),
+}
+SHAPES = {"points": (3,), "points-additive": (2,), "checkerboard": (1, 4, 4), "channel": (4, 2, 2)}
+
+
+@pytest.mark.parametrize("kind", list(COUPLINGS))
+def test_coupling_inverse_and_logdet(kind):
+    torch.manual_seed(0)
+    layer = perturb(COUPLINGS[kind](), std=0.3)
+    x = torch.randn(5, *SHAPES[kind])
+    z, logdet = layer(x)
+    assert (layer.inverse(z) - x).abs().max() < 1e-5  # float32
+    assert not torch.allclose(z, x)  # the layer does something
+    mask = layer.mask.expand_as(x[0])
+    assert torch.equal(z[:, mask == 1], x[:, mask == 1])  # the kept part passes through
+    layer = layer.double()
+    x1 = x[:1].double()
+    assert torch.allclose(layer(x1)[1][0], jac_logdet(lambda v: layer(v)[0], x1), atol=1e-10)
+    if "additive" in kind:
+        assert torch.equal(logdet, torch.zeros(5))
+
+
+def test_squeeze_is_an_exact_permutation():
+    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float64).view(2, 2, 4, 6)
+    y = flows.squeeze(x)
+    assert y.shape == (2, 8, 2, 3)
+    assert torch.equal(flows.unsqueeze(y), x)
+    assert y[0, 4 * 1 + 2 * 1 + 0, 1, 2] == x[0, 1, 3, 4]  # channel 4c + 2di + dj holds (2i+di, 2j+dj)
+    assert torch.equal(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    z, logdet = flows.Squeeze()(x)
+    assert torch.equal(z, y) and torch.equal(logdet, torch.zeros(2))
+    with pytest.raises(ValueError, match="even height"):
+        flows.squeeze(torch.zeros(1, 1, 3, 4))
+
+
+@pytest.mark.parametrize("which", ["2d", "image", "image-additive"])
+def test_whole_flow_inverse_and_logdet(which):
+    torch.manual_seed(1)
+    if which == "2d":
+        flow, x = flows.RealNVP2D(n_couplings=6, hidden=8), torch.randn(7, 2)
+    else:
+        flow, x = tiny_image_flow(additive=which.endswith("additive")), torch.randn(3, 1, 4, 4)
+    perturb(flow, std=0.2)
+    z, _ = flow(x)
+    assert z.shape == x.shape
+    assert (flow.inverse(z) - x).abs().max() < 1e-5
+    flow = flow.double()
+    x1 = x[:1].double()
+    expected = jac_logdet(lambda v: flow(v)[0], x1)
+    assert torch.allclose(flow(x1)[1][0], expected, atol=1e-9)
+    if which == "image-additive":
+        assert abs(expected.item()) < 1e-9
+
+
+def test_logit_transform_inverse_and_logdet():
+    y = torch.rand(4, 1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y[0, 0, 0, 0], y[0, 0, 0, 1] = 0.0, 1.0  # the ends stay finite thanks to alpha
+    s, logdet = flows.logit_transform(y, alpha=0.05)
+    assert torch.isfinite(s).all()
+    assert torch.allclose(flows.logit_inverse(s, 0.05), y, atol=1e-12)
+    assert (flows.logit_inverse(flows.logit_transform(y.float())[0]) - y.float()).abs().max() < 1e-5
+    for i in range(2):
+        auto = jac_logdet(lambda v: flows.logit_transform(v, 0.05)[0], y[i: i + 1])
+        assert torch.allclose(logdet[i], auto, atol=1e-10)
+    p = 0.05 + 0.9 * y  # the closed form of the docstring
+    direct = (math.log(0.9) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
+    assert torch.allclose(logdet, direct, atol=1e-10)
+
+
+def test_2d_density_integrates_to_one():
+    flow = perturb(flows.RealNVP2D(n_couplings=4, hidden=16), std=0.2, seed=3).double()
+    lim, n = 12.0, 481  # midpoint-like sum over a box that holds all but ~1e-6 of the mass
+    grid = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
+    with torch.no_grad():
+        p = flows.log_prob(flow, torch.stack([xx.flatten(), yy.flatten()], 1)).exp()
+    mass = p.sum().item() * (grid[1] - grid[0]).item() ** 2
+    assert abs(mass - 1) < 0.01, mass
+    z, _ = flow(torch.stack([xx.flatten(), yy.flatten()], 1))
+    assert z.abs().max() > 5  # the box reaches into the base's tails: the test is not vacuous
+
+
+def test_dequantisation_bound_against_closed_form():
+    """An identity flow (new couplings) makes the pixels independent with s_i ~ N(0, 1), so the
+    discrete likelihood is exact: P(k_i) = Phi(s((k_i + 1) / 256)) - Phi(s(k_i / 256))."""
+    flow = tiny_image_flow(shape=(1, 2, 2), stages=2).double()
+    alpha = flow.cfg.alpha
+    k = torch.tensor([[0, 37, 128, 255]], dtype=torch.float64)
+    x = (k / 255).view(1, 1, 2, 2)
+
+    def s_of(y):
+        return special.logit(alpha + (1 - 2 * alpha) * y)
+
+    kn = k.numpy()[0]
+    exact = np.log(stats.norm.cdf(s_of((kn + 1) / 256)) - stats.norm.cdf(s_of(kn / 256)))
+    # E_u[log p_Y(y)] per pixel by Gauss-Legendre quadrature over u in [0, 1]
+    nodes, weights = np.polynomial.legendre.leggauss(40)
+    u = torch.tensor((nodes + 1) / 2)
+    y = (k[0, :, None] + u[None, :]) / 256  # (4 pixels, 40 nodes)
+    s, _ = flows.logit_transform(y.reshape(-1, 1), alpha)
+    logdet = (math.log(1 - 2 * alpha) + torch.nn.functional.softplus(s) + torch.nn.functional.softplus(-s))
+    log_py = (torch.distributions.Normal(0.0, 1.0).log_prob(s) + logdet).view(4, 40).numpy()
+    bound = (log_py * weights / 2).sum(1) - math.log(256)
+    assert (bound <= exact).all()  # Jensen, pixel by pixel
+    assert (exact - bound < 1e-3).all()  # and tight for a smooth density on bins this narrow
+    g = torch.Generator().manual_seed(0)
+    mc = flows.image_log_prob_bound(flow, x, generator=g, n_samples=400)
+    assert abs(mc.item() - bound.sum()) < 0.02
+    # integers k give the same numbers as floats k / 255 with the same seed
+    levels = k.view(1, 1, 2, 2).to(torch.uint8)
+    again = flows.image_log_prob_bound(flow, levels, torch.Generator().manual_seed(0), n_samples=400)
+    assert torch.allclose(mc, again)
+    bpd = flows.bits_per_dim(-mc, 4)
+    assert torch.allclose(bpd, -mc / (4 * math.log(2)))
+
+
+def test_dequantize_stays_in_the_bin():
+    k = torch.arange(256, dtype=torch.uint8).view(4, 1, 8, 8)
+    y = flows.dequantize(k, torch.Generator().manual_seed(0))
+    assert y.dtype == torch.float32 and y.min() >= 0 and y.max() < 1
+    assert torch.equal(torch.floor(y.double() * 256), k.double())
+    y2 = flows.dequantize(k.float() / 255, torch.Generator().manual_seed(0))
+    assert torch.allclose(y, y2)
+
+
+def test_bits_per_dim_numbers():
+    assert flows.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    assert flows.bits_per_dim(1000.0, 784) == pytest.approx(1000 / (784 * math.log(2)))
+    # a uniform model over 8-bit levels costs exactly 8 bits per dimension
+    assert flows.bits_per_dim(784 * math.log(256), 784) == pytest.approx(8.0)
+
+
+def test_same_seed_same_samples_and_temperature():
+    flow = perturb(flows.RealNVP2D(n_couplings=4, hidden=8), std=0.3)
+    a = flows.sample(flow, 50, generator=torch.Generator().manual_seed(5))
+    b = flows.sample(flow, 50, generator=torch.Generator().manual_seed(5))
+    c = flows.sample(flow, 50, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    half = flows.sample(flow, 50, temperature=0.5, generator=torch.Generator().manual_seed(5))
+    z, _ = flow(half)  # back in the base: exactly 0.5 times the standard normal draw
+    base = torch.randn(50, 2, generator=torch.Generator().manual_seed(5))
+    assert (z - 0.5 * base).abs().max() < 1e-5
+    image = perturb(tiny_image_flow(), std=0.2)
+    imgs = flows.sample(image, 3, temperature=0.7, generator=torch.Generator().manual_seed(0))
+    assert imgs.shape == (3, 1, 4, 4) and imgs.min() >= 0 and imgs.max() <= 1
+    assert torch.equal(imgs, flows.sample(image, 3, 0.7, torch.Generator().manual_seed(0)))
+
+
+def test_bad_inputs():
+    flow2d, image = flows.RealNVP2D(n_couplings=2, hidden=4), tiny_image_flow()
+    with pytest.raises(ValueError, match=r"shape \(B, 2\)"):
+        flows.log_prob(flow2d, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        flows.log_prob(flow2d, torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(TypeError, match="floating"):
+        flows.log_prob(flow2d, torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="RealNVP2D or RealNVPImage"):
+        flows.log_prob(torch.nn.Linear(2, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="image_shape"):
+        flows.image_log_prob_bound(image, torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="8-bit grid"):
+        flows.image_log_prob_bound(image, torch.full((1, 1, 4, 4), 0.5))
+    with pytest.raises(ValueError, match="divide by 255"):
+        flows.image_log_prob_bound(image, torch.full((1, 1, 4, 4), 200.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        flows.image_log_prob_bound(image, torch.full((1, 1, 4, 4), -1.0 / 255))
+    with pytest.raises(ValueError, match="NaN"):
+        flows.image_log_prob_bound(image, torch.full((1, 1, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match=r"outside \[0, 255\]"):
+        flows.image_log_prob_bound(image, torch.full((1, 1, 4, 4), 256))
+    with pytest.raises(TypeError, match="RealNVPImage"):
+        flows.image_log_prob_bound(flow2d, torch.zeros(1, 2))
+    for t in (0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be positive"):
+            flows.sample(flow2d, 4, temperature=t)
+    with pytest.raises(ValueError, match="temperature"):
+        flows.sample(flow2d, 4, temperature=float("nan"))
+    with pytest.raises(ValueError, match="8-bit grid"):
+        flows.dequantize(torch.full((1, 3), 0.3))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        flows.RealNVPConfig(image_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match="mask"):
+        flows.AffineCoupling(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="alpha"):
+        flows.logit_transform(torch.rand(2, 3), alpha=0.5)
+
+
+def test_training_lowers_the_nll():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]])
+    data = centres[torch.randint(0, 3, (96,), generator=g)] + 0.2 * torch.randn(96, 2, generator=g)
+    flow = flows.RealNVP2D(n_couplings=6, hidden=32)
+    opt = torch.optim.Adam(flow.parameters(), lr=5e-3)
+    step = flows.make_flow_step(flow, opt, lambda i: (data,), grad_clip=10.0)
+    history = train.fit(step, 200, progress=False)
+    assert set(history) == {"step", "loss"}
+    first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
+    assert last < first - 1.0, (first, last)  # nats per point; N(0, I) starts near 5.4
+
+
+def test_image_step_reports_bits_per_dim():
+    flow = tiny_image_flow()
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    x = torch.randint(0, 256, (8, 1, 4, 4), generator=torch.Generator().manual_seed(0)).float() / 255
+    step = flows.make_flow_step(flow, opt, lambda i: (x, torch.zeros(8)), generator=torch.Generator())
+    out = step(0)
+    assert set(out) == {"loss", "bits_per_dim"}
+    assert out["bits_per_dim"] == pytest.approx(out["loss"] / (16 * math.log(2)))
+    assert 5 < out["bits_per_dim"] < 12  # noise-like data: about 8 bits per dimension
