@@ -14,11 +14,13 @@ layer's ``forward`` returns (z, logdet) with logdet of shape (B,), and ``inverse
 Dequantisation bookkeeping for 8-bit images (every term, in nats). Pixel levels k in {0, ..., 255}^D
 (images are given as floats x = k / 255, the ``data`` module's convention, or as integer tensors k).
 1. y = (k + u) / 256, u ~ U[0, 1)^D: y lies in the bin B_k, a cube of volume 256^-D in [0, 1]^D.
-   For any density p_Y on [0, 1]^D, P(k) := int_{B_k} p_Y(y) dy = 256^-D E_u[p_Y(y)] is a
-   distribution over the 256^D images, and by Jensen log P(k) >= E_u[log p_Y(y)] - D log 256.
+   For any density p_Y on [0, 1]^D, P(k) := int_{B_k} p_Y(y) dy = 256^-D E_u[p_Y(y)] sums to
+   int_{[0,1]^D} p_Y <= 1 over the 256^D images, and by Jensen log P(k) >= E_u[log p_Y(y)] - D log 256.
 2. Logit: p = alpha + (1 - 2 alpha) y, s = log p - log(1 - p) (keeps s finite at y = 0 or 1).
    ds_i/dy_i = (1 - 2 alpha) / (p_i (1 - p_i)), so log p_Y(y) = log p_S(s) + sum_i [log(1 - 2 alpha)
    - log p_i - log(1 - p_i)], with -log p_i = softplus(-s_i) and -log(1 - p_i) = softplus(s_i).
+   The logit maps [0, 1] onto [logit alpha, logit(1 - alpha)] only, so the mass p_S puts outside that
+   box is lost: sum_k P(k) < 1 slightly, which can only make the reported bits/dim larger.
 3. The flow: log p_S(s) = log N(f(s); 0, I) + logdet_f(s).
 ``image_log_prob_bound`` sums 1-3; bits/dim = -bound / (D ln 2) (``bits_per_dim(-bound, D)``).
 
@@ -388,8 +390,9 @@ def sample(flow: _Flow, n: int, temperature: float = 1.0, generator: torch.Gener
     """x = f^{-1}(z), z ~ N(0, temperature^2 I): (n, *event_shape).
 
     Points for ``RealNVP2D``; for ``RealNVPImage`` continuous images y in [0, 1] (the logit inverted,
-    then clamped; round(y * 256 - 0.5) / 255 would give 8-bit levels). ``temperature`` < 1 trades
-    diversity for typicality. The noise is drawn on the generator's device: same seed, same samples.
+    then clamped; min(floor(256 y), 255) / 255 gives the 8-bit image whose bin holds y).
+    ``temperature`` < 1 trades diversity for typicality. The noise is drawn on the generator's
+    device: same seed, same samples.
     """
     flow = _flow(flow)
     n = _checks.count(n, "n")
