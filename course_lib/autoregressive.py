@@ -156,7 +156,7 @@ class PixelCNN(nn.Module):
 
     def __init__(self, cfg: PixelCNNConfig | None = None):
         super().__init__()
-        self.cfg = cfg = cfg or PixelCNNConfig()
+        self.config = cfg = cfg or PixelCNNConfig()
         c, k = cfg.channels, cfg.kernel_size
         if cfg.gated:
             self.v_in = MaskedConv2d(1, c, k, "A", "vertical")
@@ -170,12 +170,12 @@ class PixelCNN(nn.Module):
     @property
     def receptive_rows(self) -> int:
         """How many rows above its own an output can see: kernel_size // 2 * (1 + sum of dilations)."""
-        return self.cfg.kernel_size // 2 * (1 + sum(self.cfg.dilations))
+        return self.config.kernel_size // 2 * (1 + sum(self.config.dilations))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        if (y is None) != (self.cfg.num_classes is None):
+        if (y is None) != (self.config.num_classes is None):
             raise ValueError("a class-conditional PixelCNN needs labels y, an unconditional one takes none.")
-        if self.cfg.gated:
+        if self.config.gated:
             return self.horizontal(x, self.vertical(x, y))
         h = self.h_in(x)
         for layer in self.layers:
@@ -210,9 +210,10 @@ def _model(model) -> PixelCNN:
 def _images(model: PixelCNN, x, name: str = "x") -> Tensor:
     """x as (B, 1, H, W) floats in {0, 1} on the model's device and dtype."""
     _checks.tensor(x, name, ndim=4)
-    if tuple(x.shape[1:]) != tuple(model.cfg.image_shape):
-        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, model.cfg.image_shape))}) like the "
-                         f"model's image_shape, got {tuple(x.shape)} (add a channel axis with x[:, None]?).")
+    if tuple(x.shape[1:]) != tuple(model.config.image_shape):
+        shape = ", ".join(map(str, model.config.image_shape))
+        raise ValueError(f"{name} must have shape (B, {shape}) like the model's image_shape, got "
+                         f"{tuple(x.shape)} (add a channel axis with x[:, None]?).")
     if x.is_floating_point():
         _checks.finite(x, name)
     weight = model.h_in.weight
@@ -226,7 +227,7 @@ def _images(model: PixelCNN, x, name: str = "x") -> Tensor:
 
 
 def _labels(model: PixelCNN, y, batch: int) -> Tensor | None:
-    k = model.cfg.num_classes
+    k = model.config.num_classes
     if k is None:
         if y is not None:
             raise ValueError("this PixelCNN is unconditional (num_classes=None): call it without y, or build "
@@ -282,7 +283,7 @@ def _fill(model: PixelCNN, x: Tensor, start: int, y: Tensor | None, generator, n
     (H times) while the horizontal stack runs once per pixel on one row, cut after the pixel.
     """
     _, _, height, width = x.shape
-    gated = model.cfg.gated and not naive
+    gated = model.config.gated and not naive
     for r in range(start // width, height):
         top = 0 if naive else max(0, r - model.receptive_rows)
         if gated:
@@ -309,7 +310,7 @@ def sample(model: PixelCNN, n: int, y: Tensor | int | None = None,
     n = _checks.count(n, "n")
     y = _labels(model, y, n)
     weight = model.h_in.weight
-    x = torch.zeros(n, *model.cfg.image_shape, device=weight.device, dtype=weight.dtype)
+    x = torch.zeros(n, *model.config.image_shape, device=weight.device, dtype=weight.dtype)
     return _fill(model, x, 0, y, generator, naive)
 
 
@@ -321,7 +322,7 @@ def complete(model: PixelCNN, x: Tensor, rows_kept: int, y: Tensor | int | None 
     """
     model = _model(model)
     x = _images(model, x)
-    height, width = model.cfg.image_shape[1:]
+    height, width = model.config.image_shape[1:]
     rows_kept = _checks.count(rows_kept, "rows_kept", minimum=0)
     if rows_kept > height:
         raise ValueError(f"rows_kept must be in [0, {height}] (the image has {height} rows), "
@@ -347,12 +348,12 @@ def make_pixelcnn_step(model: PixelCNN, opt: torch.optim.Optimizer, batch: Calla
     ``"monitor_step"``.
     """
     model = _model(model)
-    conditional = model.cfg.num_classes is not None
+    conditional = model.config.num_classes is not None
     if grad_clip is not None:
         grad_clip = _checks.number(grad_clip, "grad_clip", low=0, low_open=True)
     if monitor and (not isinstance(monitor_every, int) or monitor_every <= 0):
         raise ValueError("monitor needs a positive integer monitor_every.")
-    dims = math.prod(model.cfg.image_shape)
+    dims = math.prod(model.config.image_shape)
 
     def step(i: int) -> dict[str, float]:
         data = batch(i)
@@ -385,7 +386,7 @@ def receptive_field(model: PixelCNN, pixel: tuple[int, int], y: Tensor | int | N
     """|d a_pixel / d x| summed over ``batch`` random inputs: (H, W), non-zero where output
     ``pixel`` = (r, c) depends on the input. Exact zeros outside the receptive field (autograd)."""
     model = _model(model)
-    height, width = model.cfg.image_shape[1:]
+    height, width = model.config.image_shape[1:]
     r, c = (_checks.count(v, "pixel", minimum=0) for v in pixel)
     if r >= height or c >= width:
         raise ValueError(f"pixel must be (row, column) inside the {height}x{width} image, "

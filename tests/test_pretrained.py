@@ -1,6 +1,7 @@
 """Shipped checkpoints: every file matches its hash, loads, and is pinned to the commit that holds it;
 save/load round trip; clear errors."""
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -51,6 +52,12 @@ def test_every_shipped_checkpoint_matches_its_hash_and_loads(name):
     model = pretrained.load(name, download=False)
     assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
     assert not model.training
+    # The entry records the architecture itself, so a later change of a config default cannot
+    # rebuild a different network around the stored weights.
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config):
+        assert entry["config_class"] == f"{type(config).__module__}.{type(config).__qualname__}"
+        assert pretrained._tuples(entry["config"]) == pretrained._tuples(dataclasses.asdict(config))
 
 
 def test_every_checkpoint_file_has_an_entry():
