@@ -188,7 +188,8 @@ class RealNVPConfig:
     used (1 to 3), ``couplings`` the couplings of each stage (masks alternate). Unlike RealNVP we do not
     factor out half the dimensions after each stage: every dimension goes through every stage, and
     the base is a standard normal over all D of them. Defaults: 780,540 parameters; one Adam step at
-    batch 64 takes about 1.0 s on one CPU thread (measured on the course machine).
+    batch 64 takes about 0.9 s on one CPU thread (measured: 60 steps on the offline digits in 52 s,
+    the training bound going from 10.9 to 3.3 bits/dim).
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
