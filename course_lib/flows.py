@@ -168,12 +168,14 @@ class RealNVP2D(_Flow):
     """RealNVP for 2-D points: ``n_couplings`` affine couplings with masks [1, 0], [0, 1], ...
 
     x (B, 2) -> (z (B, 2), logdet (B,)); ``dim`` other than 2 works too (masks alternate halves).
+    ``config`` holds the keyword arguments (what ``pretrained.save`` records).
     """
 
     def __init__(self, n_couplings: int = 8, hidden: int = 64, additive: bool = False, dim: int = 2):
         super().__init__()
         n_couplings, dim = _checks.count(n_couplings, "n_couplings"), _checks.count(dim, "dim", minimum=2)
         first = (torch.arange(dim) < (dim + 1) // 2).float()
+        self.config = {"n_couplings": n_couplings, "hidden": hidden, "additive": additive, "dim": dim}
         self.event_shape = (dim,)
         self.layers = nn.ModuleList(AffineCoupling(first if i % 2 == 0 else 1 - first, hidden, additive)
                                     for i in range(n_couplings))
@@ -220,11 +222,12 @@ class RealNVPImage(_Flow):
     """Multi-scale RealNVP (see ``RealNVPConfig``): s (B, C, H, W) in logit space -> (z, logdet).
 
     z has the same shape as s (squeezes are undone at the end, a permutation with log-det 0).
+    ``config`` is the ``RealNVPConfig`` (what ``pretrained.save`` records).
     """
 
     def __init__(self, cfg: RealNVPConfig | None = None):
         super().__init__()
-        self.cfg = cfg = cfg or RealNVPConfig()
+        self.config = cfg = cfg or RealNVPConfig()
         c, h, w = cfg.image_shape
         layers: list[nn.Module] = []
         for stage, (hidden, n) in enumerate(zip(cfg.hidden, cfg.couplings, strict=True)):
@@ -379,7 +382,7 @@ def image_log_prob_bound(flow: RealNVPImage, x: Tensor, generator: torch.Generat
     total = 0.0
     for _ in range(n_samples):
         y = _dequantize_levels(k, generator)
-        s, logdet_logit = logit_transform(y, flow.cfg.alpha)
+        s, logdet_logit = logit_transform(y, flow.config.alpha)
         z, logdet_flow = flow(s)
         total = total - 0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi) \
             + logdet_flow + logdet_logit
@@ -404,7 +407,7 @@ def sample(flow: _Flow, n: int, temperature: float = 1.0, generator: torch.Gener
     z = t * z.to(weight.device, weight.dtype)
     x = flow.inverse(z)
     if isinstance(flow, RealNVPImage):
-        x = logit_inverse(x, flow.cfg.alpha).clamp(0, 1)
+        x = logit_inverse(x, flow.config.alpha).clamp(0, 1)
     return x
 
 

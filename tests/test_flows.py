@@ -1,6 +1,7 @@
 """Tests of course_lib.flows: exact inverses, log-dets against autograd Jacobians, a 2-D density that
 integrates to 1, the dequantisation bound against a closed-form discrete likelihood, sampling, errors."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 from scipy import special, stats
 
-from course_lib import flows, train
+from course_lib import flows, pretrained, train
 
 
 def perturb(module, std=0.1, seed=0):
@@ -123,7 +124,7 @@ def test_dequantisation_bound_against_closed_form():
     """An identity flow (new couplings) makes the pixels independent with s_i ~ N(0, 1), so the
     discrete likelihood is exact: P(k_i) = Phi(s((k_i + 1) / 256)) - Phi(s(k_i / 256))."""
     flow = tiny_image_flow(shape=(1, 2, 2), stages=2).double()
-    alpha = flow.cfg.alpha
+    alpha = flow.config.alpha
     k = torch.tensor([[0, 37, 128, 255]], dtype=torch.float64)
     x = (k / 255).view(1, 1, 2, 2)
 
@@ -247,3 +248,17 @@ def test_image_step_reports_bits_per_dim():
     assert set(out) == {"loss", "bits_per_dim"}
     assert out["bits_per_dim"] == pytest.approx(out["loss"] / (16 * math.log(2)))
     assert 5 < out["bits_per_dim"] < 12  # noise-like data: about 8 bits per dimension
+
+
+def test_models_rebuild_from_their_recorded_config():
+    """What a shipped checkpoint's manifest entry records is enough to rebuild the same flow."""
+    image = tiny_image_flow()
+    entry = {"class": "course_lib.flows.RealNVPImage", "config_class": "course_lib.flows.RealNVPConfig",
+             "config": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in dataclasses.asdict(image.config).items()}}  # as JSON stores it
+    rebuilt = pretrained.build(entry)
+    rebuilt.load_state_dict(image.state_dict())
+    assert rebuilt.config == image.config
+    flow2d = flows.RealNVP2D(n_couplings=3, hidden=5)
+    again = pretrained.build({"class": "course_lib.flows.RealNVP2D", "config": flow2d.config})
+    again.load_state_dict(flow2d.state_dict())
