@@ -1,0 +1,107 @@
+"""Recipe for chapter 11's shipped RealNVP: ``realnvp_mnist``, a multi-scale coupling flow on 8-bit digits.
+
+    COURSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nohup .venv/bin/python \
+        scripts/train_checkpoint.py realnvp_mnist --threads 1 > /tmp/realnvp.log 2>&1 &
+
+The default ``flows.RealNVPConfig`` (780,540 parameters), Adam with a constant rate after a linear
+warm-up (so any step is a usable model), gradient norm clipped, minibatches of 8-bit digits
+dequantised afresh at every step, seeds 0 (weights, minibatches) and 1 (dequantisation noise).
+``train.fit`` checkpoints ``checkpoints/runs/realnvp_mnist.run.pt`` every ``CHECKPOINT_EVERY``
+steps; the same command resumes. Every ``MONITOR_EVERY`` steps the bits/dim bound of the first
+``N_MONITOR`` test digits (one fixed dequantisation, seed 123) is printed and kept for the
+learning curve. While a run is going, another process publishes its latest state:
+
+    REALNVP_EXPORT_NOW=1 COURSE_DATA_DIR=../shared/data .venv/bin/python \
+        scripts/train_checkpoint.py realnvp_mnist --threads 1
+
+Environment: ``REALNVP_STEPS`` (the run's total, default ``STEPS``). The export scores the whole
+test split: the dequantised bound in bits/dim, averaged over ``N_DEQUANT`` dequantisations.
+(When Lab 11 is written, these constants move to its budget table, as Lab 10's did.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from course_lib import config, data, flows
+from course_lib.train import fit
+
+NAMES = ["realnvp_mnist"]
+STEPS, BATCH, LR, WARMUP, GRAD_CLIP = 20_000, 64, 1e-3, 200, 50.0
+CHECKPOINT_EVERY, MONITOR_EVERY, N_MONITOR, N_DEQUANT = 250, 250, 500, 4
+
+
+@torch.no_grad()
+def bound_bits(flow: flows.RealNVPImage, x: torch.Tensor, seed: int = 123, n_samples: int = 1) -> float:
+    """Mean bits/dim bound of the 8-bit images x, one fixed dequantisation draw per sample."""
+    flow.eval()
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    nats = torch.cat([flows.image_log_prob_bound(flow, xs, g, n_samples=n_samples) for xs in x.split(250)])
+    return float(flows.bits_per_dim(-nats.mean(), x[0].numel()))
+
+
+def train(name: str, workdir: Path):
+    if name not in NAMES:
+        raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
+    device = config.get_device()
+    train_set = data.load_mnist("train", device=device)
+    test_set = data.load_mnist("test", device=device)
+    config.seed_everything(0)
+    flow = flows.RealNVPImage(flows.RealNVPConfig()).to(device)
+    opt = torch.optim.Adam(flow.parameters(), lr=LR)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP))
+    gen = torch.Generator(device=device).manual_seed(1)
+    batches = data.Minibatches(train_set.images, batch_size=BATCH, seed=0)
+    inner = flows.make_flow_step(flow, opt, batches, generator=gen, grad_clip=GRAD_CLIP)
+    held = test_set.images[:N_MONITOR]
+    last = [time.perf_counter()]
+
+    def step(i: int) -> dict[str, float]:
+        metrics = inner(i)
+        warmup.step()
+        if (i + 1) % MONITOR_EVERY == 0:
+            metrics["held_out_bits_per_dim"] = bound_bits(flow, held)
+            metrics["monitor_step"] = float(i + 1)
+            print(f"step {i + 1}: train {metrics['bits_per_dim']:.3f}, held-out "
+                  f"{metrics['held_out_bits_per_dim']:.3f} bits/dim", flush=True)
+        now = time.perf_counter()
+        metrics["time_s"] = now - last[0]  # summed over the history: the wall time across resumes
+        last[0] = now
+        return metrics
+
+    path = workdir / f"{name}.run.pt"
+    planned = int(os.environ.get("REALNVP_STEPS", STEPS))
+    if os.environ.get("REALNVP_EXPORT_NOW", "") not in ("", "0"):
+        if not path.exists():
+            raise SystemExit(f"REALNVP_EXPORT_NOW: no run state at {path} yet; start the training first.")
+        n_steps = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+        print(f"REALNVP_EXPORT_NOW: exporting {path} at step {n_steps}.")
+    else:
+        n_steps = planned
+    history = fit(step, n_steps, state={"model": flow, "opt": opt, "warmup": warmup, "gen": gen},
+                  checkpoint=path, checkpoint_every=CHECKPOINT_EVERY, desc=name)
+    done = len(history["step"])
+    tail = history["bits_per_dim"][-MONITOR_EVERY:]
+    details = {
+        "data": f"train: {train_set.source}",
+        "steps": done,
+        "planned_steps": planned,
+        "batch_size": BATCH,
+        "epochs": round(done * BATCH / len(train_set), 1),
+        "optimizer": (f"Adam(lr={LR}), linear warm-up over {WARMUP} steps, then constant; "
+                      f"grad-norm clip {GRAD_CLIP}"),
+        "snapshot": (f"exported at step {done} of {planned} (REALNVP_EXPORT_NOW)" if done < planned
+                     else "end of the planned run"),
+        "train_wall_time_s": round(sum(history["time_s"]), 1),
+        "final_train_bits_per_dim_mean": round(sum(tail) / len(tail), 4),
+        "test_bits_per_dim": round(bound_bits(flow, test_set.images, n_samples=N_DEQUANT), 4),
+        "test": (f"{len(test_set):,} digits of {test_set.source}; uniform dequantisation, seed 123, "
+                 f"{N_DEQUANT} draws per digit averaged (image_log_prob_bound)"),
+        "curve": {"step": [int(s) for s in history.get("monitor_step", [])],
+                  "held_out_bits_per_dim": [round(v, 4) for v in history.get("held_out_bits_per_dim", [])]},
+    }
+    return flow.cpu().eval(), details
