@@ -24,6 +24,12 @@ Dequantisation bookkeeping for 8-bit images (every term, in nats). Pixel levels 
 3. The flow: log p_S(s) = log N(f(s); 0, I) + logdet_f(s).
 ``image_log_prob_bound`` sums 1-3; bits/dim = -bound / (D ln 2) (``bits_per_dim(-bound, D)``).
 
+Continuous flows (the bridge to chapters 12 and 13): for dx/dt = v(x, t) the log-density along a
+path obeys d log p_t(x_t)/dt = -div v(x_t, t). ``divergence`` computes div v exactly (D backward
+passes) or by Hutchinson's estimator eps^T (dv/dx) eps with Rademacher eps (one pass per probe,
+unbiased, variance sum_{i != j} (A_ij^2 + A_ij A_ji) per probe for the Jacobian A);
+``continuous_flow`` integrates x and log p together with Heun's method.
+
 Conventions: natural logs (nats) unless a function says bits; points (B, D); images (B, C, H, W).
 References: Dinh, Krueger & Bengio 2015 (NICE: additive coupling); Dinh, Sohl-Dickstein & Bengio
 2017 (RealNVP: affine coupling, masks, squeeze, multi-scale, the logit with alpha = 0.05);
@@ -46,7 +52,8 @@ from .autoregressive import bits_per_dim
 Tensor = torch.Tensor
 __all__ = ["AffineCoupling", "Squeeze", "squeeze", "unsqueeze", "checkerboard_mask", "channel_mask",
            "RealNVP2D", "RealNVPConfig", "RealNVPImage", "log_prob", "dequantize", "logit_transform",
-           "logit_inverse", "image_log_prob_bound", "bits_per_dim", "sample", "make_flow_step"]
+           "logit_inverse", "image_log_prob_bound", "bits_per_dim", "sample", "make_flow_step",
+           "divergence", "continuous_flow"]
 
 
 # --- masks, squeeze and the coupling layer ------------------------------------------------------
@@ -443,3 +450,79 @@ def make_flow_step(flow: _Flow, opt: torch.optim.Optimizer, batch: Callable[[int
             out["bits_per_dim"] = bits_per_dim(loss.item(), dims)
         return out
     return step
+
+
+# --- continuous flows: the instantaneous change of variables -------------------------------------
+
+def divergence(v: Callable[[Tensor], Tensor], x: Tensor, n_probes: int | None = None,
+               generator: torch.Generator | None = None, create_graph: bool = False) -> Tensor:
+    """div v(x) = sum_i dv_i/dx_i for each example, (B,).
+
+    ``v`` maps x (B, ...) to a tensor of the same shape and must treat the examples independently
+    (no batch statistics). ``n_probes=None``: exact, one vector-Jacobian product per coordinate
+    (D backward passes). ``n_probes=K``: Hutchinson's estimate, the mean of eps^T (dv/dx) eps over
+    K Rademacher probes eps (E[eps eps^T] = I, so it is unbiased; K backward passes). Probes are drawn
+    on the generator's device. ``create_graph=True`` keeps the graph (to train through it).
+    """
+    _checks.tensor(x, "x", min_ndim=2)
+    _checks.finite(_checks.floating(x, "x"), "x")
+    return _value_and_divergence(v, x, n_probes, generator, create_graph)[1]
+
+
+def _value_and_divergence(v, x: Tensor, n_probes, generator, create_graph=False) -> tuple[Tensor, Tensor]:
+    """(v(x), div v(x)) for a checked x: see ``divergence``."""
+    if n_probes is not None:
+        n_probes = _checks.count(n_probes, "n_probes")
+    with torch.enable_grad():
+        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+        out = v(x)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise ValueError(f"v(x) must return a tensor shaped like x {tuple(x.shape)}, got "
+                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}.")
+        d = x[0].numel()
+        div = x.new_zeros(x.shape[0])
+        if n_probes is None:
+            for i in range(d):
+                e = torch.zeros_like(out).flatten(1)
+                e[:, i] = 1
+                (g,) = torch.autograd.grad(out, x, e.view_as(out), retain_graph=True,
+                                           create_graph=create_graph)
+                div = div + g.flatten(1)[:, i]
+            return out, div
+        dev = generator.device if generator is not None else x.device
+        for _ in range(n_probes):
+            eps = torch.randint(0, 2, x.shape, generator=generator, device=dev).to(x.device, x.dtype) * 2 - 1
+            (g,) = torch.autograd.grad(out, x, eps, retain_graph=True, create_graph=create_graph)
+            div = div + (g * eps).flatten(1).sum(1)
+        return out, div / n_probes
+
+
+def continuous_flow(v: Callable[[Tensor, float], Tensor], x: Tensor, t0: float = 0.0, t1: float = 1.0,
+                    n_steps: int = 100, n_probes: int | None = None,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Integrate dx/dt = v(x, t) from t0 to t1 (either direction) with Heun's method, and the log-density.
+
+    Returns (x_t1, delta) with log p_t1(x_t1) = log p_t0(x_t0) + delta, delta = -int div v dt (B,),
+    the instantaneous change of variables. ``v(x, t)`` gets a batch and a float time. Each of the
+    ``n_steps`` steps evaluates v and div v at both ends (the divergence exactly, or by Hutchinson
+    with ``n_probes`` probes, see ``divergence``). No gradients are kept.
+    """
+    n_steps = _checks.count(n_steps, "n_steps")
+    t0 = _checks.number(t0, "t0")
+    t1 = _checks.number(t1, "t1")
+    h = (t1 - t0) / n_steps
+
+    def rates(y: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        vel, div = _value_and_divergence(lambda z: v(z, t), y, n_probes, generator)
+        return vel.detach(), div.detach()
+
+    x = _checks.finite(_checks.floating(_checks.tensor(x, "x", min_ndim=2), "x"), "x").detach()
+    delta = x.new_zeros(x.shape[0])
+    for i in range(n_steps):
+        t = t0 + i * h
+        v0, d0 = rates(x, t)
+        x_euler = x + h * v0
+        v1, d1 = rates(x_euler, t + h)
+        x = x + 0.5 * h * (v0 + v1)
+        delta = delta - 0.5 * h * (d0 + d1)
+    return x, delta
