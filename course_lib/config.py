@@ -237,6 +237,31 @@ LAB_10_AUTOREGRESSIVE = {
 }
 
 
+LAB_11_FLOWS = {
+    "n_moons": Size(2_000, 20_000),  # two-moons points of the 2-D flow's training set
+    "moons_steps": Size(300, 3_000),  # Adam steps of the 2-D RealNVP (batch 256)
+    "grid": Size(120, 400),  # points per axis of the density grid (quadrature of its integral)
+    "n_hutchinson": Size(100, 2_000),  # repeated Hutchinson estimates per number of probes
+    # the RealNVP on 8-bit digits (default RealNVPConfig, 780,540 parameters): a GPU trains it
+    # from scratch; without one the lab trains demo_steps to show the bound falling, then loads
+    # the shipped checkpoint realnvp_mnist. The full values are the recipe of realnvp_mnist.
+    "batch_size": Size(16, 64),
+    "lr": Size(1e-3, 1e-3),  # Adam, after a linear warm-up over `warmup` steps, then constant
+    "warmup": Size(5, 200),
+    "grad_clip": Size(50.0, 50.0),  # gradient-norm clip
+    "steps": Size(10, 20_000),
+    "demo_steps": Size(3, 60),
+    "checkpoint_every": Size(10, 250),
+    "monitor_every": Size(5, 250),  # steps between held-out bits/dim points of the curve
+    "n_monitor": Size(32, 500),  # test digits scored at each monitor point (one fixed dequantisation)
+    "n_eval": Size(100, 10_000),  # test digits of the bits/dim table
+    "n_dequant": Size(1, 1),  # dequantisation draws per test digit, averaged (the export uses 4)
+    "n_grid": Size(16, 64),  # samples per temperature (8 x 8 in the full profile)
+    "n_quality": Size(200, 1_000),  # samples per set for FID, IS, precision, recall (every row)
+    "quality_seeds": Size(1, 3),  # independent sample sets per row (mean and spread)
+}
+
+
 LAB_14_EVALUATION = {
     "n_table": Size(300, 5_000),  # samples per row of the comparison table (the same N for every row)
     # network evaluations one row may spend: a sampler needing `evaluations` per image gets
@@ -262,6 +287,7 @@ BUDGETS: dict[str, dict[str, Size]] = {
     "08_diffusion": LAB_08_DIFFUSION,
     "09_guidance": LAB_09_GUIDANCE,
     "10_autoregressive": LAB_10_AUTOREGRESSIVE,
+    "11_flows": LAB_11_FLOWS,
     "14_evaluation": LAB_14_EVALUATION,
 }
 

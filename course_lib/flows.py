@@ -52,8 +52,8 @@ from .autoregressive import bits_per_dim
 Tensor = torch.Tensor
 __all__ = ["AffineCoupling", "Squeeze", "squeeze", "unsqueeze", "checkerboard_mask", "channel_mask",
            "RealNVP2D", "RealNVPConfig", "RealNVPImage", "log_prob", "dequantize", "logit_transform",
-           "logit_inverse", "image_log_prob_bound", "bits_per_dim", "sample", "make_flow_step",
-           "divergence", "continuous_flow"]
+           "logit_inverse", "image_log_prob_bound", "image_bits_per_dim", "bits_per_dim", "sample",
+           "make_flow_step", "divergence", "continuous_flow"]
 
 
 # --- masks, squeeze and the coupling layer ------------------------------------------------------
@@ -340,12 +340,12 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         k = x.double() * 255
         if (k - k.round()).abs().max().item() > 1e-3:
             raise ValueError("x is not on the 8-bit grid k / 255: quantise with torch.round(x * 255) / 255.")
-        k, dtype = k.round(), x.dtype
+        k = k.round().to(x.dtype)
     else:
         if x.dtype == torch.bool or int(x.min()) < 0 or int(x.max()) > 255:
             raise ValueError("integer x must hold 8-bit levels in [0, 255].")
-        k, dtype = x.double(), torch.float32
-    return _dequantize_levels(k, generator).to(dtype)
+        k = x.float()
+    return _dequantize_levels(k, generator)  # the same draws as image_log_prob_bound's, seed for seed
 
 
 def _dequantize_levels(k: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -394,6 +394,21 @@ def image_log_prob_bound(flow: RealNVPImage, x: Tensor, generator: torch.Generat
         total = total - 0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi) \
             + logdet_flow + logdet_logit
     return total / n_samples - d * math.log(256)
+
+
+@torch.no_grad()
+def image_bits_per_dim(flow: RealNVPImage, x: Tensor, generator: torch.Generator | None = None,
+                       n_samples: int = 1, batch_size: int = 250) -> Tensor:
+    """Per-image bits/dim, (B,), from ``image_log_prob_bound`` (an upper bound on the true bits/dim).
+
+    Evaluation helper: no gradients, the flow in eval mode, x scored in batches of ``batch_size``.
+    A generator seeded the same way gives the same dequantisation draws, so the same numbers.
+    """
+    batch_size = _checks.count(batch_size, "batch_size")
+    _checks.tensor(x, "x")
+    _flow(flow).eval()
+    nats = torch.cat([image_log_prob_bound(flow, xs, generator, n_samples) for xs in x.split(batch_size)])
+    return bits_per_dim(-nats, math.prod(flow.event_shape))
 
 
 @torch.no_grad()

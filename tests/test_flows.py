@@ -333,3 +333,17 @@ def test_continuous_flow_errors():
         flows.continuous_flow(lambda x, t: x, torch.tensor([[float("nan"), 0.0]]))
     with pytest.raises(ValueError, match="n_steps"):
         flows.continuous_flow(lambda x, t: x, torch.randn(2, 2), n_steps=0)
+
+
+def test_the_bound_is_the_sum_of_its_terms_seed_for_seed():
+    """dequantize -> logit -> flow, term by term, equals image_log_prob_bound and image_bits_per_dim."""
+    flow = perturb(tiny_image_flow(shape=(1, 4, 4)), 0.05)
+    x = torch.randint(0, 256, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0)) / 255.0
+    y = flows.dequantize(x, torch.Generator().manual_seed(5))
+    s, logdet_logit = flows.logit_transform(y, flow.config.alpha)
+    with torch.no_grad():
+        terms = flows.log_prob(flow, s) + logdet_logit - 16 * math.log(256)
+        bound = flows.image_log_prob_bound(flow, x, torch.Generator().manual_seed(5))
+    assert torch.allclose(terms, bound, atol=1e-5)
+    bpd = flows.image_bits_per_dim(flow, x, torch.Generator().manual_seed(5), batch_size=2)
+    assert torch.allclose(bpd, -bound / (16 * math.log(2)), atol=1e-6)

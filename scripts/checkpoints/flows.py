@@ -3,20 +3,22 @@
     COURSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nohup .venv/bin/python \
         scripts/train_checkpoint.py realnvp_mnist --threads 1 > /tmp/realnvp.log 2>&1 &
 
-The default ``flows.RealNVPConfig`` (780,540 parameters), Adam with a constant rate after a linear
-warm-up (so any step is a usable model), gradient norm clipped, minibatches of 8-bit digits
-dequantised afresh at every step, seeds 0 (weights, minibatches) and 1 (dequantisation noise).
-``train.fit`` checkpoints ``checkpoints/runs/realnvp_mnist.run.pt`` every ``CHECKPOINT_EVERY``
-steps; the same command resumes. Every ``MONITOR_EVERY`` steps the bits/dim bound of the first
-``N_MONITOR`` test digits (one fixed dequantisation, seed 123) is printed and kept for the
-learning curve. While a run is going, another process publishes its latest state:
+Trained as ``notebooks/11_flows.ipynb`` trains it in the full profile
+(``config.BUDGETS["11_flows"]["full"]``): the default ``flows.RealNVPConfig`` (780,540 parameters),
+Adam(lr) with a constant rate after a linear warm-up (so any step is a usable model), gradient norm
+clipped, minibatches of 8-bit digits dequantised afresh at every step, seeds 0 (weights,
+minibatches) and 1 (dequantisation noise). ``train.fit`` checkpoints
+``checkpoints/runs/realnvp_mnist.run.pt`` every ``checkpoint_every`` steps; the same command
+resumes. Every ``monitor_every`` steps the bits/dim bound of the first ``n_monitor`` test digits
+(one fixed dequantisation, seed 123) is printed and kept for the learning curve.
+While a run is going, another process publishes its latest state:
 
     REALNVP_EXPORT_NOW=1 COURSE_DATA_DIR=../shared/data .venv/bin/python \
         scripts/train_checkpoint.py realnvp_mnist --threads 1
 
-Environment: ``REALNVP_STEPS`` (the run's total, default ``STEPS``). The export scores the whole
-test split: the dequantised bound in bits/dim, averaged over ``N_DEQUANT`` dequantisations.
-(When Lab 11 is written, these constants move to its budget table, as Lab 10's did.)
+Environment: ``REALNVP_STEPS`` (the run's total, default the full profile's ``steps``). The export
+scores the whole test split: the dequantised bound in bits/dim, averaged over ``N_DEQUANT``
+dequantisations.
 """
 
 from __future__ import annotations
@@ -31,39 +33,39 @@ from course_lib import config, data, flows
 from course_lib.train import fit
 
 NAMES = ["realnvp_mnist"]
-STEPS, BATCH, LR, WARMUP, GRAD_CLIP = 20_000, 64, 1e-3, 200, 50.0
-CHECKPOINT_EVERY, MONITOR_EVERY, N_MONITOR, N_DEQUANT = 250, 250, 500, 4
+LAB = "11_flows"
+N_DEQUANT = 4
 
 
-@torch.no_grad()
-def bound_bits(flow: flows.RealNVPImage, x: torch.Tensor, seed: int = 123, n_samples: int = 1) -> float:
-    """Mean bits/dim bound of the 8-bit images x, one fixed dequantisation draw per sample."""
-    flow.eval()
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    nats = torch.cat([flows.image_log_prob_bound(flow, xs, g, n_samples=n_samples) for xs in x.split(250)])
-    return float(flows.bits_per_dim(-nats.mean(), x[0].numel()))
+def bound_bits(flow: flows.RealNVPImage, x: torch.Tensor, n_samples: int = 1) -> float:
+    """Mean bits/dim bound of the 8-bit images x, dequantised with the fixed seed 123."""
+    g = torch.Generator(device=x.device).manual_seed(123)
+    return flows.image_bits_per_dim(flow, x, g, n_samples=n_samples).mean().item()
 
 
 def train(name: str, workdir: Path):
     if name not in NAMES:
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
+    budget = config.budget(LAB, "full")
+    batch, lr, warm, clip = budget["batch_size"], budget["lr"], budget["warmup"], budget["grad_clip"]
+    monitor_every = budget["monitor_every"]
     device = config.get_device()
     train_set = data.load_mnist("train", device=device)
     test_set = data.load_mnist("test", device=device)
     config.seed_everything(0)
     flow = flows.RealNVPImage(flows.RealNVPConfig()).to(device)
-    opt = torch.optim.Adam(flow.parameters(), lr=LR)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP))
+    opt = torch.optim.Adam(flow.parameters(), lr=lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
     gen = torch.Generator(device=device).manual_seed(1)
-    batches = data.Minibatches(train_set.images, batch_size=BATCH, seed=0)
-    inner = flows.make_flow_step(flow, opt, batches, generator=gen, grad_clip=GRAD_CLIP)
-    held = test_set.images[:N_MONITOR]
+    batches = data.Minibatches(train_set.images, batch_size=batch, seed=0)
+    inner = flows.make_flow_step(flow, opt, batches, generator=gen, grad_clip=clip)
+    held = test_set.images[: budget["n_monitor"]]
     last = [time.perf_counter()]
 
     def step(i: int) -> dict[str, float]:
         metrics = inner(i)
         warmup.step()
-        if (i + 1) % MONITOR_EVERY == 0:
+        if (i + 1) % monitor_every == 0:
             metrics["held_out_bits_per_dim"] = bound_bits(flow, held)
             metrics["monitor_step"] = float(i + 1)
             print(f"step {i + 1}: train {metrics['bits_per_dim']:.3f}, held-out "
@@ -74,7 +76,7 @@ def train(name: str, workdir: Path):
         return metrics
 
     path = workdir / f"{name}.run.pt"
-    planned = int(os.environ.get("REALNVP_STEPS", STEPS))
+    planned = int(os.environ.get("REALNVP_STEPS", budget["steps"]))
     if os.environ.get("REALNVP_EXPORT_NOW", "") not in ("", "0"):
         if not path.exists():
             raise SystemExit(f"REALNVP_EXPORT_NOW: no run state at {path} yet; start the training first.")
@@ -83,17 +85,16 @@ def train(name: str, workdir: Path):
     else:
         n_steps = planned
     history = fit(step, n_steps, state={"model": flow, "opt": opt, "warmup": warmup, "gen": gen},
-                  checkpoint=path, checkpoint_every=CHECKPOINT_EVERY, desc=name)
+                  checkpoint=path, checkpoint_every=budget["checkpoint_every"], desc=name)
     done = len(history["step"])
-    tail = history["bits_per_dim"][-MONITOR_EVERY:]
+    tail = history["bits_per_dim"][-monitor_every:]
     details = {
         "data": f"train: {train_set.source}",
         "steps": done,
         "planned_steps": planned,
-        "batch_size": BATCH,
-        "epochs": round(done * BATCH / len(train_set), 1),
-        "optimizer": (f"Adam(lr={LR}), linear warm-up over {WARMUP} steps, then constant; "
-                      f"grad-norm clip {GRAD_CLIP}"),
+        "batch_size": batch,
+        "epochs": round(done * batch / len(train_set), 1),
+        "optimizer": f"Adam(lr={lr}), linear warm-up over {warm} steps, then constant; grad-norm clip {clip}",
         "snapshot": (f"exported at step {done} of {planned} (REALNVP_EXPORT_NOW)" if done < planned
                      else "end of the planned run"),
         "train_wall_time_s": round(sum(history["time_s"]), 1),
