@@ -142,6 +142,24 @@ def _bar_class(progress: bool | None):
     return std.tqdm
 
 
+def warmup_constant_cosine(warmup: int, decay_from: int, total: int) -> Callable[[int], float]:
+    """A learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR``: step i -> factor in [0, 1].
+
+    Linear warm-up over ``warmup`` steps, then 1 (constant) up to step ``decay_from``, then half a
+    cosine down to 0 at step ``total``. Any step is a usable model; the decay settles the noise of
+    the last stretch.
+    """
+    if not 0 <= warmup <= decay_from < total:
+        raise ValueError(f"need 0 <= warmup <= decay_from < total, got {warmup}, {decay_from}, {total}.")
+
+    def factor(i: int) -> float:
+        if i >= decay_from:
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (i - decay_from) / (total - decay_from))))
+        return min(1.0, (i + 1) / warmup) if warmup else 1.0
+
+    return factor
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any], history: History, step: int) -> None:
     """Write ``state``, ``history``, ``step`` and the RNG states to ``path`` atomically."""
     path = Path(path)

@@ -114,6 +114,13 @@ def _pixelcnn(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
     return sample(model, n, generator=g)
 
 
+def _realnvp(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    """One inverse pass of the flow at temperature 1: grey images in [0, 1]."""
+    from .flows import sample
+
+    return sample(model, n, temperature=1.0, generator=g)
+
+
 _EVALS_GUIDED = 50 * (1 if GUIDANCE_SCALE in (0.0, 1.0) else 2)  # two predictions per step when guided
 
 SAMPLERS: dict[str, Sampler] = {
@@ -132,6 +139,8 @@ SAMPLERS: dict[str, Sampler] = {
                    "balanced labels 0..9"),
     "pixelcnn": Sampler("PixelCNN", "pixelcnn_mnist", 10, 784, _pixelcnn,
                         "784 sequential steps; binary samples, scored against grey real digits"),
+    "realnvp": Sampler("RealNVP (T = 1)", "realnvp_mnist", 11, 1, _realnvp,
+                       "one inverse pass of the flow; the model of 8-bit digits, dequantised"),
     "latent_diffusion": Sampler(f"latent diffusion (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "ldm_mnist", 9,
                                 _EVALS_GUIDED, _latent_diffusion,
                                 "balanced labels 0..9; the decoder of latent_ae_mnist adds one evaluation",

@@ -114,3 +114,14 @@ def test_checkpoint_without_an_entry_is_a_clear_error(tmp_path):
     train.fit(step, 2, state={"model": model}, checkpoint=ckpt, progress=False)
     with pytest.raises(KeyError, match="Delete it to start afresh"):
         train.load_checkpoint(ckpt, {"model": model, "opt": opt})
+
+
+def test_warmup_constant_cosine_schedule():
+    f = train.warmup_constant_cosine(warmup=4, decay_from=10, total=30)
+    assert [f(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(9) == f(10) == 1.0
+    assert f(20) == pytest.approx(0.5) and f(30) == pytest.approx(0.0) and f(40) == pytest.approx(0.0)
+    assert all(f(i) >= f(i + 1) for i in range(10, 30))
+    assert train.warmup_constant_cosine(0, 0, 2)(0) == 1.0
+    with pytest.raises(ValueError, match="decay_from"):
+        train.warmup_constant_cosine(5, 3, 10)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib import autoregressive, data, gan, unet, vae, zoo
+from course_lib import autoregressive, data, flows, gan, unet, vae, zoo
 
 
 def test_available_and_missing_follow_the_shipped_checkpoints():
@@ -33,7 +33,7 @@ def test_every_written_sampler_names_its_cost():
         assert s.sample is not None or s.note
 
 
-@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "pixelcnn"])
+@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "pixelcnn", "realnvp"])
 def test_samplers_return_images_in_the_unit_interval(name):
     torch.manual_seed(0)
     image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
@@ -44,7 +44,9 @@ def test_samplers_return_images_in_the_unit_interval(name):
                                                       attention_resolutions=(), num_groups=4,
                                                       num_classes=10)),
              "pixelcnn": lambda: autoregressive.PixelCNN(
-                 autoregressive.PixelCNNConfig(channels=8, dilations=(1,)))}[name]().eval()
+                 autoregressive.PixelCNNConfig(channels=8, dilations=(1,))),
+             "realnvp": lambda: flows.RealNVPImage(
+                 flows.RealNVPConfig(hidden=(4, 4), couplings=(1, 1)))}[name]().eval()
     g = torch.Generator().manual_seed(1)
     x = zoo.sample_in_batches(zoo.SAMPLERS[name].sample, model, 7, g, batch_size=3)
     assert x.shape == (7, 1, 28, 28) and 0 <= x.min() and x.max() <= 1

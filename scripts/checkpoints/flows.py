@@ -5,12 +5,13 @@
 
 Trained as ``notebooks/11_flows.ipynb`` trains it in the full profile
 (``config.BUDGETS["11_flows"]["full"]``): the default ``flows.RealNVPConfig`` (780,540 parameters),
-Adam(lr) with a constant rate after a linear warm-up (so any step is a usable model), gradient norm
-clipped, minibatches of 8-bit digits dequantised afresh at every step, seeds 0 (weights,
-minibatches) and 1 (dequantisation noise). ``train.fit`` checkpoints
-``checkpoints/runs/realnvp_mnist.run.pt`` every ``checkpoint_every`` steps; the same command
-resumes. Every ``monitor_every`` steps the bits/dim bound of the first ``n_monitor`` test digits
-(one fixed dequantisation, seed 123) is printed and kept for the learning curve.
+Adam(lr) after a linear warm-up, constant to step ``decay_from``, then a half-cosine decay to 0 at
+``steps`` (any step is a usable model; the decay settles the last stretch), gradient norm clipped,
+minibatches of 8-bit digits dequantised afresh at every step, seeds 0 (weights, minibatches) and 1
+(dequantisation noise). ``train.fit`` checkpoints ``checkpoints/runs/realnvp_mnist.run.pt`` every
+``checkpoint_every`` steps; the same command resumes. Every ``monitor_every`` steps the bits/dim
+bound of the first ``n_monitor`` test digits (one fixed dequantisation, seed 123) is printed and
+kept for the learning curve.
 While a run is going, another process publishes its latest state:
 
     REALNVP_EXPORT_NOW=1 COURSE_DATA_DIR=../shared/data .venv/bin/python \
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from course_lib import config, data, flows
-from course_lib.train import fit
+from course_lib.train import fit, warmup_constant_cosine
 
 NAMES = ["realnvp_mnist"]
 LAB = "11_flows"
@@ -55,7 +56,9 @@ def train(name: str, workdir: Path):
     config.seed_everything(0)
     flow = flows.RealNVPImage(flows.RealNVPConfig()).to(device)
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+    planned = int(os.environ.get("REALNVP_STEPS", budget["steps"]))
+    schedule = warmup_constant_cosine(warm, min(budget["decay_from"], planned - 1), planned)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     gen = torch.Generator(device=device).manual_seed(1)
     batches = data.Minibatches(train_set.images, batch_size=batch, seed=0)
     inner = flows.make_flow_step(flow, opt, batches, generator=gen, grad_clip=clip)
@@ -76,7 +79,6 @@ def train(name: str, workdir: Path):
         return metrics
 
     path = workdir / f"{name}.run.pt"
-    planned = int(os.environ.get("REALNVP_STEPS", budget["steps"]))
     if os.environ.get("REALNVP_EXPORT_NOW", "") not in ("", "0"):
         if not path.exists():
             raise SystemExit(f"REALNVP_EXPORT_NOW: no run state at {path} yet; start the training first.")
@@ -94,7 +96,9 @@ def train(name: str, workdir: Path):
         "planned_steps": planned,
         "batch_size": batch,
         "epochs": round(done * batch / len(train_set), 1),
-        "optimizer": f"Adam(lr={lr}), linear warm-up over {warm} steps, then constant; grad-norm clip {clip}",
+        "optimizer": (f"Adam(lr={lr}), linear warm-up over {warm} steps, constant to step "
+                      f"{budget['decay_from']:,}, then half-cosine decay to 0 at step {planned:,}; "
+                      f"grad-norm clip {clip}"),
         "snapshot": (f"exported at step {done} of {planned} (REALNVP_EXPORT_NOW)" if done < planned
                      else "end of the planned run"),
         "train_wall_time_s": round(sum(history["time_s"]), 1),
