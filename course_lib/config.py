@@ -261,7 +261,7 @@ LAB_11_FLOWS = {
     "n_eval": Size(100, 10_000),  # test digits of the bits/dim table
     "n_dequant": Size(1, 1),  # dequantisation draws per test digit, averaged (the export uses 4)
     "n_grid": Size(16, 64),  # samples per temperature (8 x 8 in the full profile)
-    "n_quality": Size(200, 1_000),  # samples per set for FID, IS, precision, recall (every row)
+    "n_quality": Size(200, 5_000),  # samples per set for FID, IS, precision, recall: Lab 14's N
     "quality_seeds": Size(1, 3),  # independent sample sets per row (mean and spread)
     "n_iw": Size(16, 200),  # test digits of exercise 2 (16 dequantisation draws each)
 }
