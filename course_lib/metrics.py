@@ -10,6 +10,9 @@ Inception-v3 features. Images are ``(N, 1, 28, 28)`` tensors with values in ``[0
     inception_score(samples)                         # (mean, std) over splits
     precision_recall(samples, reference_features("mnist", "test"), k=3)
     images_per_s = sampling_speed(lambda n: model.sample(n), n=1000, device=device)
+    fit = fid_infinity(feats, ref, ns=(1000, 2000, 5000))  # fit.fid_inf, fit.se: FID_N = FID_inf + k / N
+    s = summarise([25.1, 24.0, 26.2])                # over seeds: f"{s:.1f}" -> "25.1 ± 1.1"
+    rank_with_ties({"A": s, "B": t}, higher_is_better=False)  # [["A", "B"]]: the gap is inside the noise
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+import scipy.stats
 import torch
 from torch import nn
 
@@ -189,23 +194,74 @@ def fid(samples, reference, classifier: nn.Module | None = None) -> float:
     return frechet_distance(s.mu, s.cov, r.mu, r.cov)
 
 
+class LineFit(NamedTuple):
+    """Least-squares line y = intercept + slope x; the intercept's standard error, degrees of freedom."""
+
+    intercept: float
+    slope: float
+    se: float  # s * sqrt([(X^T X)^{-1}]_00), s^2 = residual sum of squares / dof
+    dof: int  # points - 2
+
+
+def one_over_n_fit(ns, values) -> LineFit:
+    """Fit values_i = a + k / N_i by least squares (``scipy.stats.linregress`` on x = 1 / N); a at N -> inf.
+
+    ``ns`` (m,) sample sizes, ``values`` (m,) the statistic at each; needs m >= 3 different sizes, so
+    that the residuals leave m - 2 >= 1 degrees of freedom for the standard error of a. With
+    independent Gaussian errors of one variance, a +- t_{0.975, m-2} se covers the true a 95 % of the time.
+    """
+    ns, values = np.asarray(ns, float), np.asarray(values, float)
+    if ns.ndim != 1 or ns.shape != values.shape:
+        raise ValueError(f"need one value per sample size, got ns of shape {ns.shape} and values of shape "
+                         f"{values.shape}.")
+    if len(set(ns.tolist())) < 3 or not (np.isfinite(values).all() and (ns > 0).all()):
+        raise ValueError(f"the 1/N fit needs at least three different positive sizes N and finite values "
+                         f"(two different sizes fit a line exactly and leave nothing to estimate its error), "
+                         f"got ns = {tuple(ns.tolist())}, values = {tuple(values.tolist())}.")
+    fit = scipy.stats.linregress(1.0 / ns, values)
+    return LineFit(float(fit.intercept), float(fit.slope), float(fit.intercept_stderr), len(ns) - 2)
+
+
+class FIDInfinity(NamedTuple):
+    """``fid_infinity``'s result: unpacks as (fid_inf, ns, values); ``se`` and ``slope`` of the same fit."""
+
+    fid_inf: float
+    ns: np.ndarray
+    values: np.ndarray
+
+    @property
+    def se(self) -> float:
+        """Standard error of FID_inf from the fit's residuals (the pool's own noise is not in it)."""
+        return one_over_n_fit(self.ns, self.values).se
+
+    @property
+    def slope(self) -> float:
+        """k of FID_N = FID_inf + k / N."""
+        return one_over_n_fit(self.ns, self.values).slope
+
+
 def fid_infinity(sample_feats: Tensor, reference, ns: tuple[int, ...], *, repeats: int = 1,
-                 generator: torch.Generator | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+                 generator: torch.Generator | None = None) -> FIDInfinity:
     """FID at N -> infinity (Chong & Forsyth 2020): fit FID_N = FID_inf + k / N by least squares.
 
     ``sample_feats`` (M, D) with M >= max(ns); each FID_N uses N rows drawn without replacement
-    (``repeats`` times, averaged). ``ns`` needs at least two different sizes (a line through one
-    point has no intercept). Returns (FID_inf, ns, FID_N for each N).
+    (``repeats`` times, averaged). ``ns`` needs at least three different sizes: two fix the line and
+    leave no residual to measure its error. Returns ``FIDInfinity(fid_inf, ns, values)`` (FID_N for
+    each N), which also carries ``se``, the intercept's standard error from the residuals
+    (``one_over_n_fit``). All subsets come from one pool of M samples, so ``se`` says how well the
+    points follow the line, not how FID_inf would move with a new pool: for that, fit each of several
+    independent sample sets (``zoo.score_seeds``) and ``summarise`` the FID_inf values.
     """
     _checks.tensor(sample_feats, "sample_feats", ndim=2)
+    repeats = _checks.count(repeats, "repeats")
     try:
         ns = tuple(_checks.count(n, "every N in ns", 2) for n in ns)
     except TypeError as err:
         raise ValueError(f"ns must be a tuple of sample sizes, e.g. (1000, 2000, 5000): {err}") from None
-    if len(set(ns)) < 2:
-        raise ValueError(f"fid_infinity fits FID_N = FID_inf + k / N, which needs at least two different "
-                         f"sizes N (the course uses three or more), got ns = {ns}.")
-    repeats = _checks.count(repeats, "repeats")
+    if len(set(ns)) < 3:
+        raise ValueError(f"fid_infinity fits FID_N = FID_inf + k / N, which needs at least three different "
+                         f"sizes N (two different sizes fit the line exactly and leave no residual to "
+                         f"estimate its error), got ns = {ns}.")
     ref = _as_stats(reference, None)
     if max(ns) > len(sample_feats):
         raise ValueError(f"largest N = {max(ns)} exceeds the {len(sample_feats)} samples given.")
@@ -214,9 +270,7 @@ def fid_infinity(sample_feats: Tensor, reference, ns: tuple[int, ...], *, repeat
         runs = [fid(sample_feats[torch.randperm(len(sample_feats), generator=generator)[:n].to(
             sample_feats.device)], ref) for _ in range(repeats)]
         values.append(float(np.mean(runs)))
-    inv = 1.0 / np.asarray(ns, float)
-    slope, intercept = np.polyfit(inv, values, 1)
-    return float(intercept), np.asarray(ns), np.asarray(values)
+    return FIDInfinity(one_over_n_fit(ns, values).intercept, np.asarray(ns), np.asarray(values))
 
 
 def inception_score_from_probs(probs: Tensor, splits: int = 10) -> tuple[float, float]:
@@ -420,3 +474,77 @@ def reference_statistics(name: str = "mnist", split: str = "test", **kwargs) -> 
     """``statistics`` of ``reference_features(name, split, **kwargs)``, with its source."""
     feats, source = reference_features(name, split, **kwargs)
     return statistics(feats, source)
+
+
+# --- a statistic over independent sample sets -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    """One statistic over ``n`` independent sample sets (seeds): mean and standard deviation (ddof = 1).
+
+    ``f"{s:.2f}"`` prints "mean ± sd"; ``s.se`` = sd / sqrt(n) is the standard error of the mean.
+    """
+
+    mean: float
+    sd: float
+    n: int
+
+    @property
+    def se(self) -> float:
+        return self.sd / self.n**0.5
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.mean:{spec}} ± {self.sd:{spec}}"
+
+
+def summarise(values) -> Summary:
+    """Mean, sd = sqrt( sum (v_i - mean)^2 / (n - 1) ) and n of ``values`` (n >= 2 finite numbers)."""
+    v = np.asarray([float(x) for x in values])
+    if len(v) < 2 or not np.isfinite(v).all():
+        raise ValueError(f"summarise needs at least two finite values (one per independent sample set), got "
+                         f"{v.tolist()}: draw more seeds, or leave out the runs that failed.")
+    return Summary(float(v.mean()), float(v.std(ddof=1)), len(v))
+
+
+def compare(a: Summary, b: Summary, level: float = 0.05) -> str:
+    """"<" or ">" when the mean of ``a`` is below or above that of ``b`` beyond their noise, else "tied".
+
+    The rule is Welch's two-sided t-test at ``level``: the rows are ordered only if
+        |mean_a - mean_b| > t_{1 - level/2, nu} sqrt(se_a^2 + se_b^2),
+    nu = (se_a^2 + se_b^2)^2 / (se_a^4 / (n_a - 1) + se_b^4 / (n_b - 1)) (Welch-Satterthwaite).
+    It is the page's "no ordering of rows whose gap lies inside their spread" made precise: with
+    three seeds a side and equal sd the threshold is 2.78 sqrt(2/3) sd = 2.27 sd, close to the gap of
+    2 sd at which the intervals mean +- sd stop overlapping; and two rows of equal true mean are
+    ordered (in either direction) in at most about ``level`` of the runs. Two rows without any spread
+    (sd = 0, e.g. a deterministic statistic) are ordered whenever their means differ.
+    """
+    if a.se == 0 and b.se == 0:
+        return "<" if a.mean < b.mean else ">" if a.mean > b.mean else "tied"
+    test = scipy.stats.ttest_ind_from_stats(a.mean, a.sd, a.n, b.mean, b.sd, b.n, equal_var=False)
+    if not test.pvalue < level:
+        return "tied"
+    return "<" if a.mean < b.mean else ">"
+
+
+def rank_with_ties(rows: dict[str, Summary], *, higher_is_better: bool,
+                   level: float = 0.05) -> list[list[str]]:
+    """Groups of row names, best group first, such that every row of a group beats every later row.
+
+    Rows are sorted by mean (best first); a cut goes between two neighbours in this order only when
+    every row before it is better than every row after it by ``compare`` (Welch at ``level``). Inside a
+    group no order is claimed (in a long chain of ties the two ends may differ: the printed ordering
+    then says less than it could, never more). FID: ``higher_is_better=False``; IS, recall: True.
+    """
+    better = ">" if higher_is_better else "<"
+    names = sorted(rows, key=lambda r: -rows[r].mean if higher_is_better else rows[r].mean)
+    groups: list[list[str]] = [names[:1]] if names else []
+    for i in range(1, len(names)):
+        if all(compare(rows[a], rows[b], level) == better for a in names[:i] for b in names[i:]):
+            groups.append([])
+        groups[-1].append(names[i])
+    return groups
+
+
+def format_ranking(groups: list[list[str]], *, higher_is_better: bool) -> str:
+    """``rank_with_ties``'s groups as text, e.g. "A < B ≈ C < D" for FID or "D > B ≈ C > A" for the IS."""
+    return (" > " if higher_is_better else " < ").join(" ≈ ".join(g) for g in groups)

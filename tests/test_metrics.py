@@ -339,3 +339,187 @@ def test_mismatched_devices_raise_clear_errors():
         metrics.nearest_neighbour_distances(torch.randn(10, 3), torch.randn(10, 3, device="meta"))
     with pytest.raises(ValueError, match="on one device"):
         metrics.fid(torch.randn(10, 3), torch.randn(10, 3, device="meta"))
+
+
+# --- FID_inf: the 1/N fit and its standard error --------------------------------------------------
+
+NS = (250, 500, 1000, 2000, 5000)
+
+
+def test_one_over_n_fit_finds_the_intercept_that_the_largest_n_misses():
+    a, k = 2.0, 400.0  # the value at N = 5,000 is k / N = 0.08 above the intercept
+    fit = metrics.one_over_n_fit(NS, [a + k / n for n in NS])
+    assert fit.intercept == pytest.approx(a, abs=1e-9) and fit.slope == pytest.approx(k, rel=1e-9)
+    assert fit.se == pytest.approx(0, abs=1e-9) and fit.dof == len(NS) - 2
+
+
+def test_one_over_n_fit_standard_error_covers_the_truth_95_percent_of_the_time():
+    """values = a + k / N + e, e ~ N(0, sigma^2) independent: a +- t_{0.975, m - 2} se is a 95 % interval."""
+    rng = np.random.default_rng(0)
+    a, k, sigma, trials = 2.0, 400.0, 0.05, 1000
+    quantile = scipy.stats.t.ppf(0.975, len(NS) - 2)
+    fits = [metrics.one_over_n_fit(NS, a + k / np.asarray(NS) + sigma * rng.standard_normal(len(NS)))
+            for _ in range(trials)]
+    estimates = np.array([f.intercept for f in fits])
+    covered = np.mean([abs(f.intercept - a) <= quantile * f.se for f in fits])
+    assert covered == pytest.approx(0.95, abs=3 * (0.95 * 0.05 / trials) ** 0.5)
+    assert estimates.mean() == pytest.approx(a, abs=4 * estimates.std() / trials**0.5)  # unbiased
+    assert abs(estimates.mean() - a) < 0.25 * k / NS[-1]  # the largest-N value is no estimate of a
+
+
+def test_fid_infinity_needs_three_sizes_and_returns_its_fit():
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(2000, 8, generator=g, dtype=torch.float64)
+    truth = metrics.FeatureStats(np.zeros(8), np.eye(8), 10**9)
+    for ns in ((500, 2000), (500, 500, 2000)):
+        with pytest.raises(ValueError, match="at least three different sizes"):
+            metrics.fid_infinity(feats, truth, ns=ns)
+    result = metrics.fid_infinity(feats, truth, ns=(250, 500, 1000, 2000), generator=g)
+    fid_inf, ns, values = result  # unpacks as before
+    fit = metrics.one_over_n_fit(ns, values)
+    assert fid_inf == result.fid_inf == fit.intercept and result.slope == fit.slope
+    assert result.se == fit.se > 0
+    assert abs(fid_inf) < scipy.stats.t.ppf(0.995, 2) * result.se  # the truth is 0
+
+
+# --- the Inception Score against N: one-hot predictions have a closed form ------------------------
+
+def _one_hot_labels(q, n: int, g: torch.Generator) -> torch.Tensor:
+    y = torch.multinomial(torch.as_tensor(q, dtype=torch.float64), n, replacement=True, generator=g)
+    return nn.functional.one_hot(y, len(q)).double()
+
+
+def _entropy(shares: np.ndarray) -> float:
+    s = shares[shares > 0]
+    return float(-(s * np.log(s)).sum())
+
+
+def test_inception_score_of_one_hot_predictions_is_exp_of_the_label_entropy():
+    """p(y | x) = e_y: a split's p(y) is its label shares q_hat and KL(e_y || q_hat) = -log q_hat_y,
+    so a split scores exp(H(q_hat)) exactly, and exp(H(q)) as the split grows."""
+    q, g = np.array([0.5, 0.3, 0.2]), torch.Generator().manual_seed(0)
+    probs = _one_hot_labels(q, 1000, g)
+    assert metrics.inception_score_from_probs(probs, splits=1)[0] == pytest.approx(
+        math.exp(_entropy(probs.mean(0).numpy())), rel=1e-12)
+    large = metrics.inception_score_from_probs(_one_hot_labels(q, 200_000, g), splits=1)[0]
+    assert large == pytest.approx(math.exp(_entropy(q)), rel=5e-3)
+
+
+def test_inception_score_with_small_splits_is_biased_low_as_the_closed_form_says():
+    """E IS(N, splits) = E exp(H(q_hat_n)) with n = N / splits labels per split: an exact sum over the
+    multinomial counts of one split (K = 3 classes), below exp(H(q)) by about (K - 1) / (2 n) in the log."""
+    q, n, splits, trials = np.array([0.5, 0.3, 0.2]), 30, 10, 400
+    counts = [np.array([a, b, n - a - b]) for a in range(n + 1) for b in range(n + 1 - a)]
+    exact = sum(scipy.stats.multinomial.pmf(c, n, q) * math.exp(_entropy(c / n)) for c in counts)
+    g = torch.Generator().manual_seed(1)
+    scores = np.array([metrics.inception_score_from_probs(_one_hot_labels(q, n * splits, g), splits)[0]
+                       for _ in range(trials)])
+    tolerance = 4 * scores.std() / trials**0.5
+    assert scores.mean() == pytest.approx(exact, abs=tolerance)
+    assert exact < math.exp(_entropy(q)) - 5 * tolerance  # the bias is resolved by this test
+
+
+def test_log_inception_score_of_ten_balanced_classes_against_the_binomial_sum():
+    """Ten equally likely classes (the digits): E log IS = E H(q_hat_n) = sum_y sum_c Binom(c; n, q_y)
+    (-(c / n) log(c / n)). At n = 30 a split scores about exp(2.137) = 8.5, not 10."""
+    q, n, trials = np.full(10, 0.1), 30, 1000
+    c = np.arange(n + 1)
+    term = np.where(c > 0, -(c / n) * np.log(np.maximum(c, 1) / n), 0.0)
+    exact = sum((scipy.stats.binom.pmf(c, n, p) * term).sum() for p in q)
+    g = torch.Generator().manual_seed(2)
+    logs = np.log([metrics.inception_score_from_probs(_one_hot_labels(q, n, g), splits=1)[0]
+                   for _ in range(trials)])
+    assert logs.mean() == pytest.approx(exact, abs=4 * logs.std() / trials**0.5)
+    assert math.exp(exact) < 9 < 10  # the bias of the split size, with a perfect classifier
+
+
+# --- a statistic over independent sample sets, and the ordering rule -------------------------------
+
+Summary = metrics.Summary
+
+
+def test_summarise_mean_sd_and_standard_error():
+    import statistics
+
+    values = [25.1, 24.0, 26.2]
+    s = metrics.summarise(values)
+    assert s.mean == pytest.approx(statistics.mean(values)) and s.n == 3
+    assert s.sd == pytest.approx(statistics.stdev(values)) and s.se == pytest.approx(s.sd / 3**0.5)
+    assert f"{s:.1f}" == "25.1 ± 1.1"
+    for bad in ([1.0], [1.0, math.nan]):
+        with pytest.raises(ValueError, match="at least two finite"):
+            metrics.summarise(bad)
+
+
+def test_rows_inside_each_others_spread_are_tied_in_both_directions():
+    rows = {"a": Summary(10.0, 1.0, 3), "b": Summary(10.5, 1.0, 3)}
+    assert metrics.compare(rows["a"], rows["b"]) == metrics.compare(rows["b"], rows["a"]) == "tied"
+    assert metrics.rank_with_ties(rows, higher_is_better=False) == [["a", "b"]]
+    assert metrics.rank_with_ties(rows, higher_is_better=True) == [["b", "a"]]
+    assert metrics.format_ranking([["a", "b"]], higher_is_better=False) == "a ≈ b"
+
+
+def test_clearly_separated_rows_are_ordered_in_both_directions():
+    rows = {"a": Summary(10.0, 0.5, 3), "b": Summary(20.0, 0.5, 3)}
+    assert metrics.compare(rows["a"], rows["b"]) == "<" and metrics.compare(rows["b"], rows["a"]) == ">"
+    lower = metrics.rank_with_ties(rows, higher_is_better=False)  # FID
+    higher = metrics.rank_with_ties(rows, higher_is_better=True)  # IS, recall
+    assert lower == [["a"], ["b"]] and higher == [["b"], ["a"]]
+    assert metrics.format_ranking(lower, higher_is_better=False) == "a < b"
+    assert metrics.format_ranking(higher, higher_is_better=True) == "b > a"
+
+
+def test_the_ordering_threshold_is_welchs():
+    # three seeds a side, equal sd: ordered iff the gap exceeds t_{0.975, 4} sqrt(2 / 3) sd (2.27 sd)
+    threshold = scipy.stats.t.ppf(0.975, 4) * math.sqrt(2 / 3)
+    a = Summary(0.0, 1.0, 3)
+    assert metrics.compare(a, Summary(0.99 * threshold, 1.0, 3)) == "tied"
+    assert metrics.compare(a, Summary(1.01 * threshold, 1.0, 3)) == "<"
+    # unequal spreads and counts: the Welch-Satterthwaite degrees of freedom, written out
+    b_sd, b_n = 3.0, 5
+    se2 = 1 / 3 + b_sd**2 / b_n
+    nu = se2**2 / ((1 / 3) ** 2 / 2 + (b_sd**2 / b_n) ** 2 / (b_n - 1))
+    threshold = scipy.stats.t.ppf(0.975, nu) * se2**0.5
+    assert metrics.compare(a, Summary(-0.99 * threshold, b_sd, b_n)) == "tied"
+    assert metrics.compare(a, Summary(-1.01 * threshold, b_sd, b_n)) == ">"
+    # without any spread (a deterministic statistic) the means decide
+    assert metrics.compare(Summary(1.0, 0.0, 3), Summary(1.0, 0.0, 3)) == "tied"
+    assert metrics.compare(Summary(1.0, 0.0, 3), Summary(2.0, 0.0, 3)) == "<"
+
+
+def test_a_chain_of_ties_is_one_group():
+    rows = {"A": Summary(0.0, 1.0, 3), "B": Summary(1.5, 1.0, 3), "C": Summary(3.0, 1.0, 3)}
+    assert metrics.compare(rows["A"], rows["C"]) == "<"  # 3 sd apart, but B is tied with both
+    assert metrics.compare(rows["A"], rows["B"]) == metrics.compare(rows["B"], rows["C"]) == "tied"
+    assert metrics.rank_with_ties(rows, higher_is_better=False) == [["A", "B", "C"]]
+
+
+def test_every_stated_order_holds_for_every_pair_across_groups():
+    rng, sizes = np.random.default_rng(3), []
+    for _ in range(20):
+        rows = {f"r{i}": Summary(rng.uniform(0, 10), rng.uniform(0.05, 0.5), 3) for i in range(8)}
+        for higher in (False, True):
+            groups = metrics.rank_with_ties(rows, higher_is_better=higher)
+            sizes += [len(grp) for grp in groups]
+            flat = [r for grp in groups for r in grp]
+            assert sorted(flat) == sorted(rows)
+            means = [rows[r].mean for r in flat]
+            assert means == sorted(means, reverse=higher)
+            for i, grp in enumerate(groups):
+                for later in groups[i + 1:]:
+                    assert all(metrics.compare(rows[a], rows[b]) == (">" if higher else "<")
+                               for a in grp for b in later)
+    assert max(sizes) > 1 and sizes.count(1) > len(sizes) / 2  # both ties and orders were tested
+
+
+def test_reruns_order_equal_rows_rarely_and_never_reverse_separated_ones():
+    """Three seeds a side, per-seed noise N(0, 1): rows of equal mean are ordered in about 5 % of runs
+    (Welch at level 0.05, a little less), rows 5 sd apart in almost all and never the wrong way round."""
+    rng, runs = np.random.default_rng(4), 2000
+    for gap, low, high in ((0.0, 0.0, 0.05 + 3 * (0.05 * 0.95 / runs) ** 0.5), (5.0, 0.9, 1.0)):
+        verdicts = [metrics.compare(*(metrics.summarise(rng.normal(mean, 1, 3)) for mean in (0, gap)))
+                    for _ in range(runs)]
+        ordered = np.mean([v != "tied" for v in verdicts])
+        assert low <= ordered <= high
+        if gap > 0:
+            assert ">" not in verdicts
