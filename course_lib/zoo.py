@@ -191,3 +191,53 @@ def scores(samples: Tensor, reference: Tensor, train: Tensor, held_out: Tensor,
         "min_class_share": metrics.class_coverage(samples).min_share,
         "nn_ratio": metrics.memorisation_ratio(samples, train, held_out),
     }
+
+
+def score_seeds(sample: SampleFn, model: nn.Module | None, n: int, seeds, reference: Tensor, train: Tensor,
+                held_out: Tensor, *, fid_inf_ns: tuple[int, ...] | None = None, k: int = 3,
+                batch_size: int = 500, warmup: int = 1,
+                device: torch.device | str | None = None) -> list[dict[str, float]]:
+    """``scores`` of one independent set of n samples per seed: one row per seed, for ``summarise_seeds``.
+
+    The set of seed s is ``sample_in_batches(sample, model, n, generator)`` with
+    ``torch.Generator(device).manual_seed(s)`` (``device``: the model's unless given), so any row can
+    be redrawn alone.
+    Each row holds "seed", "speed" (images per second of that draw, after one untimed warm-up draw of
+    ``warmup`` images with its own generator before the first seed), the columns of ``scores``, and
+    "fid_inf" (``metrics.fid_infinity`` of the set on sizes ``fid_inf_ns``, at least three, the
+    largest at most n) when asked. The reference set is the same for every seed: the spread over
+    seeds is that of the samples.
+    """
+    n = _checks.count(n, "n")
+    seeds = [_checks.count(s, "every seed", 0) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct (one independent sample set each), got {seeds}.")
+    if device is None:
+        if model is None or next(model.parameters(), None) is None:
+            raise ValueError("pass device= (where the generators live): the model has no parameters to tell.")
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    ref_stats = metrics.statistics(reference) if fid_inf_ns is not None else None
+
+    def draw(m: int, seed: int | None) -> Tensor:
+        g = torch.Generator(device=device)  # unseeded: torch's fixed default seed (the warm-up)
+        return sample_in_batches(sample, model, m, g if seed is None else g.manual_seed(seed), batch_size)
+
+    if warmup:
+        draw(_checks.count(warmup, "warmup"), None)  # not timed, not scored
+    rows = []
+    for seed in seeds:
+        speed, images = metrics.sampling_speed(lambda m, s=seed: draw(m, s), n, device, warmup=0,
+                                               return_samples=True)
+        row = {"seed": seed, "speed": speed, **scores(images, reference, train, held_out, k=k)}
+        if fid_inf_ns is not None:
+            g = torch.Generator().manual_seed(seed)  # the subsets of the 1/N fit
+            row["fid_inf"] = metrics.fid_infinity(metrics.features(images), ref_stats, fid_inf_ns,
+                                                  generator=g).fid_inf
+        rows.append(row)
+    return rows
+
+
+def summarise_seeds(rows: list[dict[str, float]]) -> dict[str, metrics.Summary]:
+    """{column: ``metrics.summarise`` of the column over the rows}, for each column of ``score_seeds``."""
+    return {key: metrics.summarise([r[key] for r in rows]) for key in rows[0] if key != "seed"}

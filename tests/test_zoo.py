@@ -65,3 +65,28 @@ def test_scores_of_real_and_copied_digits():
     assert copies["nn_ratio"] < 0.05 < 0.5 < real["nn_ratio"]
     for row in (real, copies):
         assert 0 < row["fid"] and 1 <= row["inception_score"] <= 10 and 0 <= row["precision"] <= 1
+
+
+def test_score_seeds_gives_one_independent_reproducible_row_per_seed():
+    from course_lib import metrics
+
+    digits = data.load_mnist("train", device="cpu", limit=1300, verbose=False, download=False).images
+    train, held_out, pool = digits[:600], digits[600:900], digits[900:]
+    ref = metrics.features(held_out)
+
+    def draw(model, n, g):  # a "model" that returns real digits of the pool
+        return pool[torch.randint(len(pool), (n,), generator=g)]
+
+    rows = zoo.score_seeds(draw, None, 200, [0, 1, 2], ref, train, held_out, fid_inf_ns=(100, 150, 200),
+                           device="cpu")
+    assert [r["seed"] for r in rows] == [0, 1, 2] and len({r["fid"] for r in rows}) == 3
+    again = zoo.scores(zoo.sample_in_batches(draw, None, 200, torch.Generator().manual_seed(1)), ref, train,
+                       held_out)
+    assert again == {k: v for k, v in rows[1].items() if k in again}  # a row is redrawn alone
+    summary = zoo.summarise_seeds(rows)
+    assert set(summary) == set(rows[0]) - {"seed"} and "fid_inf" in summary
+    assert summary["fid"].n == 3 and summary["fid"].sd > 0 and summary["speed"].mean > 0
+    with pytest.raises(ValueError, match="distinct"):
+        zoo.score_seeds(draw, None, 200, [0, 0, 1], ref, train, held_out, device="cpu")
+    with pytest.raises(ValueError, match="device="):
+        zoo.score_seeds(draw, None, 200, [0, 1], ref, train, held_out)
