@@ -472,7 +472,8 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
     1 = t_0 > ... > t_{K-1} = t_min and a last step to t = 0 that adds no noise. With h = t_i - t_{i+1}:
     x <- x - h [f x - g^2 score] + g sqrt(h) z (predictor). With ``corrector_steps`` c > 0, each
     predictor step is preceded by c Langevin steps at t_i (predictor-corrector, Song et al. 2021):
-    x <- x + e score + sqrt(2 e) z, e = 2 (snr |z| / |score|)^2 per example. NFE = K (1 + c).
+    x <- x + e score + sqrt(2 e) z, e = 2 (snr |z| / |score|)^2 with both norms averaged over the
+    batch (so e is one number per step, and samples of one batch share it). NFE = K (1 + c).
     Returns (x, nfe).
     """
     M = _Model(model, process)
@@ -485,10 +486,10 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
         for _ in range(c):
             score = -M.eps(x, t) / s
             z = _randn(x.shape, x.device, x.dtype, generator)
-            # e = 2 (snr |z| / |score|)^2, one step size per example
-            e = 2 * (snr * z.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp_min(1e-12)) ** 2
-            e = _per_example(e, x)
-            x = x + e * score + (2 * e) ** 0.5 * z
+            # e = 2 (snr |z| / |score|)^2 with the norms averaged over the batch (Song et al.'s rule)
+            norms = score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+            e = 2 * (snr * z.flatten(1).norm(dim=1).mean() / norms).item() ** 2
+            x = x + e * score + math.sqrt(2 * e) * z
         score = -M.eps(x, t) / s
         f, g2 = M.drift_coefs(t, t_next)
         h = t - t_next
