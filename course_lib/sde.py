@@ -354,11 +354,12 @@ class _Model:
     """A model on a process, as the samplers see it: noise levels (m, s) at times t, the noise
     prediction eps-hat(x, t), and the count of network evaluations (one per call on a batch)."""
 
-    def __init__(self, model, process):
+    def __init__(self, model, process, clip_x0: float | None = None):
         if not callable(model):
             raise TypeError(f"model must be callable, score(x, t) or eps_model(x, n), got "
                             f"{type(model).__name__}.")
         self.model, self.nfe, self.sde, self.sched = model, 0, None, None
+        self.clip = None if clip_x0 is None else _checks.number(clip_x0, "clip_x0", low=0.0, low_open=True)
         if isinstance(process, Schedule):
             self.sched = check_schedule(model, process)
             ab = process.alphas_bar
@@ -399,9 +400,15 @@ class _Model:
     def eps(self, x: Tensor, t: float) -> Tensor:
         """eps-hat(x, t) = -s(t) score(x, t), or the eps-model at the nearest index."""
         self.nfe += 1
+        m, s = self.coefs(t)
         if self.sde is None:
-            return self.model(x, torch.full((x.shape[0],), self.index(t), dtype=torch.long, device=x.device))
-        return -self.coefs(t)[1] * self.model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+            eps = self.model(x, torch.full((x.shape[0],), self.index(t), dtype=torch.long, device=x.device))
+        else:
+            eps = -s * self.model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+        if self.clip is not None:  # as diffusion.ddim_step: eps consistent with the clamped x0-hat
+            x0 = ((x - s * eps) / m).clamp(-self.clip, self.clip)
+            eps = (x - m * x0) / s
+        return eps
 
     def drift_coefs(self, t: float, t_next: float) -> tuple[float, float]:
         """(f, g^2) for the step from t down to t_next: the SDE's at t, or on a schedule the exact
@@ -463,7 +470,7 @@ def _begin(M: _Model, shape, x_T, device, dtype, generator) -> Tensor:
 
 @torch.no_grad()
 def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float] = 100, *,
-               corrector_steps: int = 0, snr: float = 0.16, t_min: float = 1e-3,
+               corrector_steps: int = 0, snr: float = 0.16, t_min: float = 1e-3, clip_x0: float | None = None,
                generator: torch.Generator | None = None, x_T: Tensor | None = None, device=None,
                dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
     """Euler-Maruyama on the reverse-time SDE (Anderson 1982), with optional Langevin correctors.
@@ -474,9 +481,10 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
     predictor step is preceded by c Langevin steps at t_i (predictor-corrector, Song et al. 2021):
     x <- x + e score + sqrt(2 e) z, e = 2 (snr |z| / |score|)^2 with both norms averaged over the
     batch (so e is one number per step, and samples of one batch share it). NFE = K (1 + c).
-    Returns (x, nfe).
+    ``clip_x0`` clamps the implied x0-hat = (x - s eps-hat) / m to [-c, c] at every evaluation and
+    uses the matching eps-hat (as ``diffusion.ddim_step``). Returns (x, nfe).
     """
-    M = _Model(model, process)
+    M = _Model(model, process, clip_x0)
     c = _checks.count(corrector_steps, "corrector_steps", minimum=0)
     snr = _checks.number(snr, "snr", low=0.0, low_open=True)
     times = M.times(steps, t_min, None) + [0.0]
@@ -503,7 +511,8 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
 @torch.no_grad()
 def ode_sample(model, process, shape: Sequence[int], steps: int | Sequence[float] = 18,
                method: str = "heun", *,
-               rho: float = 7.0, t_min: float = 1e-3, generator: torch.Generator | None = None,
+               rho: float = 7.0, t_min: float = 1e-3, clip_x0: float | None = None,
+               generator: torch.Generator | None = None,
                x_T: Tensor | None = None, device=None, dtype: torch.dtype = torch.float32,
                return_trajectory: bool = False) -> tuple[Tensor, int] | tuple[Tensor, int, Tensor]:
     """Solve the probability-flow ODE dy/dsigma = eps-hat(m y, t) (y = x / m) from t = 1 to t = 0.
@@ -512,12 +521,13 @@ def ode_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
     schedule snapped to its grid), then sigma = 0; or an explicit decreasing list of times. With
     d_i = eps-hat(x_i, t_i): Euler y_{i+1} = y_i + (sigma_{i+1} - sigma_i) d_i; Heun (Karras et al.
     Alg. 1) re-evaluates at the Euler point and uses (d_i + d_{i+1}) / 2, except on the last step
-    to sigma = 0 (Euler). NFE: K (Euler), 2K - 1 (Heun). Returns (x, nfe) and, with
-    ``return_trajectory``, a CPU tensor (K + 1, *shape) of x at each time.
+    to sigma = 0 (Euler). NFE: K (Euler), 2K - 1 (Heun). Euler on DDIM's times (``rho=None`` on a
+    schedule) is ``ddim_sample`` with eta = 0, ``clip_x0`` included (see ``sde_sample``). Returns
+    (x, nfe) and, with ``return_trajectory``, a CPU tensor (K + 1, *shape) of x at each time.
     """
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun', got {method!r}.")
-    M = _Model(model, process)
+    M = _Model(model, process, clip_x0)
     times = M.times(steps, t_min, rho) + [0.0]
     x = _begin(M, shape, x_T, device, dtype, generator)
     trajectory = [x.cpu()] if return_trajectory else None

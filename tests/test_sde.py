@@ -221,6 +221,11 @@ def test_ddim_is_exactly_euler_in_y_and_sigma():
     x, _ = S.ode_sample(eps, sched, (200, 2), 7, method="euler", rho=None, x_T=x_T, dtype=torch.float64)
     assert torch.allclose(x, D.ddim_sample(eps, sched, (200, 2), steps=7, x_T=x_T, dtype=torch.float64),
                           atol=1e-10)  # uniform times on a schedule are DDIM's
+    # with x0-hat clamped (the means lie outside [-1, 1], so the clamp acts)
+    x, _ = S.ode_sample(eps, sched, (200, 2), 7, method="euler", rho=None, x_T=x_T, dtype=torch.float64,
+                        clip_x0=1.0)
+    ddim = D.ddim_sample(eps, sched, (200, 2), steps=7, x_T=x_T, dtype=torch.float64, clip_x0=1.0)
+    assert torch.allclose(x, ddim, atol=1e-10) and x.abs().max() <= 1 + 1e-12
 
 
 def test_ddim_and_the_euler_step_in_x_and_t_agree_to_first_order():
