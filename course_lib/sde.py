@@ -54,9 +54,9 @@ from .flows import _value_and_divergence, bits_per_dim, dequantize
 from .probability import log_mixture
 
 Tensor = torch.Tensor
-__all__ = ["SDE", "VESDE", "VPSDE", "mixture_score", "conditional_score", "ScoreMLP", "geometric_sigmas",
-           "dsm_loss", "sliced_score_loss", "annealed_langevin", "sigma_schedule", "sde_sample",
-           "ode_sample", "ode_log_likelihood", "ode_bits_per_dim"]
+__all__ = ["SDE", "VESDE", "VPSDE", "forward_sde", "mixture_score", "conditional_score", "ScoreMLP",
+           "geometric_sigmas", "dsm_loss", "sliced_score_loss", "annealed_langevin", "sigma_schedule",
+           "sde_sample", "ode_sample", "ode_log_likelihood", "ode_bits_per_dim"]
 
 
 def _time(t) -> tuple[Tensor, bool]:
@@ -202,6 +202,24 @@ class VPSDE(SDE):
         return f"VPSDE(beta_min={self.beta_min:g}, beta_max={self.beta_max:g})"
 
 
+@torch.no_grad()
+def forward_sde(sde: SDE, x0: Tensor, steps: int = 100, *,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Euler-Maruyama on the forward SDE from t = 0 to 1: x <- x + f(t) x h + g(t) sqrt(h) z, h = 1/K.
+
+    x0 (B, ...); returns the trajectory (K + 1, B, ...) at t = 0, 1/K, ..., 1 (for pictures; the
+    marginal x_t = m x_0 + s eps is exact and needs no steps).
+    """
+    _checks.finite(_checks.floating(_checks.tensor(x0, "x0", min_ndim=2), "x0"), "x0")
+    k = _checks.count(steps, "steps")
+    xs = [x0]
+    for i in range(k):
+        t, x = i / k, xs[-1]
+        z = _randn(x.shape, x.device, x.dtype, generator)
+        xs.append(x + sde.drift(x, t) / k + sde.diffusion(t) * math.sqrt(1 / k) * z)
+    return torch.stack(xs)
+
+
 # --- scores in closed form and as networks -----------------------------------------------------
 
 def mixture_score(sde: SDE, means: Tensor, stds, weights) -> Callable[[Tensor, Tensor], Tensor]:
@@ -293,8 +311,12 @@ def dsm_loss(net: Callable[[Tensor, Tensor], Tensor], x0: Tensor, sigmas, *,
     sigma = sigmas[i.cpu()].to(x0.device, x0.dtype)
     z = _randn(x0.shape, x0.device, x0.dtype, generator)
     sig = _per_example(sigma, x0)
+    out = net(x0 + sig * z, sigma)
+    if not isinstance(out, Tensor) or out.shape != x0.shape:
+        raise ValueError(f"net(x, sigma) must return a score shaped like x {tuple(x0.shape)}, got "
+                         f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}.")
     # \frac12 \| \sigma s_\theta(x_0 + \sigma z, \sigma) + z \|^2
-    return 0.5 * (sig * net(x0 + sig * z, sigma) + z).flatten(1).pow(2).sum(1).mean()
+    return 0.5 * (sig * out + z).flatten(1).pow(2).sum(1).mean()
 
 
 def sliced_score_loss(score: Callable[[Tensor], Tensor], x: Tensor, n_projections: int = 1, *,
@@ -330,6 +352,8 @@ def annealed_langevin(net: Callable[[Tensor, Tensor], Tensor], sigmas, shape: Se
     sigmas = _check_sigmas(sigmas)
     n_steps = _checks.count(n_steps, "n_steps")
     step_lr = _checks.number(step_lr, "step_lr", low=0.0, low_open=True)
+    if device is None and x_init is None and isinstance(net, nn.Module):
+        device = next((p.device for p in net.parameters()), None)
     x = _start(shape, x_init, device, dtype, generator)
     if x_init is None:
         x = x * sigmas[0].item()
@@ -555,7 +579,7 @@ def _normal_log_prob(x: Tensor, std: float) -> Tensor:
     return -0.5 * (x.flatten(1).double().pow(2).sum(1) / std**2 + d * math.log(2 * math.pi * std**2))
 
 
-def ode_log_likelihood(model, process, x: Tensor, *, method: str = "heun", steps: int = 50,
+def ode_log_likelihood(model, process, x: Tensor, *, method: str = "heun", steps: int = 100,
                        rho: float = 7.0, t_min: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5,
                        n_probes: int | None = None,
                        generator: torch.Generator | None = None,
@@ -573,7 +597,9 @@ def ode_log_likelihood(model, process, x: Tensor, *, method: str = "heun", steps
     "rk45": ``scipy.integrate.solve_ivp`` with ``rtol``/``atol``. div is exact (D backward passes,
     ``n_probes`` None: small D) or Hutchinson's with ``n_probes`` Rademacher probes (``flows.divergence``;
     for rk45 the same probes at every evaluation, so the field stays deterministic). NFE counts
-    forward passes of the network (the backward passes of the divergence come on top).
+    forward passes of the network (the backward passes of the divergence come on top). Heun's
+    error falls as 1/steps^2 but starts large: on 2-D Gaussian data 0.19 nats at 60 steps, 0.012
+    at 240 (tests); ddpm_mnist's bits/dim moved by about 0.03 from 100 to 300 steps (4 digits).
     """
     if method not in ("heun", "rk45"):
         raise ValueError(f"method must be 'heun' (fixed steps) or 'rk45' (adaptive), got {method!r}.")

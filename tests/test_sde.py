@@ -71,6 +71,16 @@ def test_marginals_solve_the_moment_equations_of_the_sde(sde):
         assert sde.t_of_sigma(sde.sigma(tt)) == pytest.approx(tt, rel=1e-9)
 
 
+@pytest.mark.parametrize("sde", [S.VESDE(0.01, 20.0), S.VPSDE()], ids=["VE", "VP"])
+def test_forward_euler_maruyama_reaches_the_marginal(sde):
+    x0 = torch.full((20_000, 2), 1.5, dtype=torch.float64)
+    path = S.forward_sde(sde, x0, steps=200, generator=torch.Generator().manual_seed(20))
+    assert path.shape == (201, 20_000, 2) and torch.equal(path[0], x0)
+    for i in (40, 200):
+        m, s = sde.marginal(i / 200)
+        moments_ok(path[i], 1.5 * m, s**2, bias=0.02 * s**2)  # Euler-Maruyama: O(1/K) bias
+
+
 def test_mixture_score_is_the_gradient_of_the_noised_density():
     vp = S.VPSDE()
     x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
