@@ -25,8 +25,8 @@ Models. A sampler takes ``(model, process)``: a score function ``score(x, t)`` (
 with an ``SDE``, or chapter 8's ``eps_model(x, n)`` with its ``Schedule``. On a schedule the times
 are its grid t = (n + 1) / T plus the clean end t = 0; a time t is sent to the nearest index
 n = round(t T - 1), and the noise levels are the chain's own, m = sqrt(alpha-bar_n),
-s = sqrt(1 - alpha-bar_n), so the network only ever sees the integer times it was trained on.
-score = -eps / s, and eps-hat = -s score for a score function.
+s = sqrt(1 - alpha-bar_n), so the network only ever sees the integer times it was trained on
+(t_min is then 1/T, index 0). score = -eps / s, and eps-hat = -s score for a score function.
 
 Probability-flow ODE, in Karras et al.'s variables y = x / m and sigma: dy/dsigma = eps-hat(m y, t),
 for every process here. Its Euler step y' = y + (sigma' - sigma) eps-hat is, with y = x / sqrt(ab)
@@ -323,8 +323,9 @@ def sliced_score_loss(score: Callable[[Tensor], Tensor], x: Tensor, n_projection
                       generator: torch.Generator | None = None) -> Tensor:
     """Sliced score matching (Song et al. 2019): E_v[v^T (ds/dx) v + (v^T s)^2 / 2] with v ~ N(0, I).
 
-    Hyvarinen's objective tr(ds/dx) + |s|^2 / 2 with the trace estimated along random directions;
-    it equals the Fisher divergence up to a constant. score: x (B, D) -> (B, D); scalar mean.
+    Hyvarinen's objective E[tr(ds/dx) + |s|^2 / 2] = 1/2 E|s - grad log p|^2 - const (integration by
+    parts), with the trace estimated along random directions v (E[v v^T] = I). score: x (B, D) ->
+    (B, D); scalar mean, differentiable in the score's parameters.
     """
     _checks.finite(_checks.floating(_checks.tensor(x, "x", ndim=2), "x"), "x")
     n = _checks.count(n_projections, "n_projections")

@@ -275,6 +275,20 @@ def test_nfe_counts_and_the_schedule_grid():
     assert S.annealed_langevin(lambda x, s: -x, [2.0, 1.0], (4, 2), n_steps=3, denoise=True)[1] == 7
 
 
+def test_sigma_schedule_and_the_snapped_grid_of_the_ddpm():
+    sig = S.sigma_schedule(0.002, 80.0, 18)
+    assert sig[0] == pytest.approx(80.0) and sig[-1] == pytest.approx(0.002) and (sig.diff() < 0).all()
+    uniform = torch.linspace(3.0, 1.0, 5, dtype=torch.float64)
+    assert torch.allclose(S.sigma_schedule(1.0, 3.0, 5, rho=1.0), uniform)
+    # on chapter 8's schedule (T = 1000) the rho = 7 times are distinct indices for these step counts
+    sched = D.linear_schedule(1000)
+    for k in (5, 10, 18, 50):
+        times = S._Model(D.gaussian_data_eps(sched, 0.0, 1.0), sched).times(k, 0.0, 7.0)
+        idx = [t * 1000 - 1 for t in times]
+        assert len(times) == k and idx[0] == 999 and idx[-1] == pytest.approx(0, abs=1e-9)
+        assert all(abs(i - round(i)) < 1e-9 for i in idx)
+
+
 def test_same_seed_same_samples():
     vp = S.VPSDE()
     score = gaussian_score(vp)
