@@ -249,6 +249,8 @@ def conditional_score(net: Callable, sde: SDE) -> Callable[[Tensor, Tensor], Ten
     """score(x, t) = net(x / m, sigma(t)) / m from a noise-conditional net trained on y = x_0 + sigma z.
 
     grad_x log p_t(x) = grad_y log p(y; sigma) / m with y = x / m: for VE (m = 1) it is net(x, s(t)).
+    A net trained on a ladder is trusted on [sigma_L, sigma_1] only: sample with the VE's
+    sigma_max = sigma_1 and t_min = sde.t_of_sigma(sigma_L) (VE's s(t) runs from 0, not sigma_min).
     """
     def score(x: Tensor, t: Tensor) -> Tensor:
         m, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0]))
