@@ -234,6 +234,8 @@ def mixture_score(sde: SDE, means: Tensor, stds, weights) -> Callable[[Tensor, T
     if means.ndim != 2 or not means.shape[0] == stds.numel() == weights.numel():
         raise ValueError(f"need means (K, D), stds (K,) and weights (K,), got {tuple(means.shape)}, "
                          f"{tuple(stds.shape)}, {tuple(weights.shape)}.")
+    if (weights >= 0).all() and abs(weights.sum().item() - 1) < 1e-6:  # float32 weights: renormalise
+        weights = weights / weights.sum()
 
     def score(x: Tensor, t: Tensor) -> Tensor:
         m, s = sde.marginal(torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0]))

@@ -399,3 +399,11 @@ def test_bad_inputs_raise_with_a_hint():
         S.ode_sample(score, "vp", (4, 2))
     with pytest.raises(ValueError, match="t_min"):
         S.sde_sample(score, vp, (4, 2), t_min=0.0)
+
+
+def test_mixture_score_accepts_float32_weights():
+    """Weights given as float32 (sum 1 only to float32 precision) are renormalised, not refused."""
+    ve = S.VESDE()
+    score = S.mixture_score(ve, torch.tensor([[0.0], [3.0]]), torch.tensor([0.5, 0.5]),
+                            torch.tensor([0.2, 0.8], dtype=torch.float32))
+    assert torch.isfinite(score(torch.zeros(3, 1), torch.full((3,), 0.5))).all()
