@@ -15,7 +15,7 @@ among them, refuse SVG data links.)
 The setup cell installs from a shallow, blob-filtered, sparse clone that fetches only what the
 package build needs (``SPARSE``): well under 1 MB, where ``pip install git+URL`` checks out the
 whole tree (the labs with their outputs, every checkpoint and the resumable training states,
-about 118 MB). The weights come later, one file at a time, when ``pretrained.load`` needs them.
+about 123 MB). The weights come later, one file at a time, when ``pretrained.load`` needs them.
 Where git cannot do that (no git, or one older than 2.27), it falls back to ``pip install git+URL``.
 """
 
