@@ -76,6 +76,21 @@ def _diffusion(steps: int | None) -> SampleFn:
     return sample
 
 
+HEUN_STEPS = 10  # chapter 12's few-step sampler: 10 rho-spaced noise levels, NFE 2 x 10 - 1 = 19
+
+
+def _heun(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+    """Heun's method on the probability-flow ODE of the same network (chapter 12), rho = 7, x0-hat
+    clamped to [-1, 1] as the DDIM rows do."""
+    from .sde import ode_sample
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        x, _ = ode_sample(model, _schedule(model), (n, 1, 28, 28), steps=HEUN_STEPS, method="heun",
+                          clip_x0=1.0, generator=g, device=device)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
 GUIDANCE_SCALE = 2.0  # gamma of the chapter-9 rows (1: the plain conditional model; see chapter 9)
 
 
@@ -135,6 +150,8 @@ SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler("DDPM (1000 steps)", "ddpm_mnist", 8, 1000, _diffusion(None)),
     "ddim50": Sampler("DDIM (50 steps)", "ddpm_mnist", 8, 50, _diffusion(50)),
     "ddim10": Sampler("DDIM (10 steps)", "ddpm_mnist", 8, 10, _diffusion(10)),
+    "heun": Sampler(f"ODE Heun ({HEUN_STEPS} levels)", "ddpm_mnist", 12, 2 * HEUN_STEPS - 1, _heun,
+                    "the DDPM's probability-flow ODE, rho-spaced noise levels"),
     "cfg": Sampler(f"CFG (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "cddpm_mnist", 9, _EVALS_GUIDED, _cfg,
                    "balanced labels 0..9"),
     "pixelcnn": Sampler("PixelCNN", "pixelcnn_mnist", 10, 784, _pixelcnn,

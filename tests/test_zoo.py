@@ -9,7 +9,7 @@ from course_lib import autoregressive, data, flows, gan, unet, vae, zoo
 def test_available_and_missing_follow_the_shipped_checkpoints():
     assert set(zoo.available(shipped=[])) == set()
     rows = zoo.available(shipped=["vae_conv", "ddpm_mnist"])
-    assert set(rows) == {"vae_conv", "ddpm", "ddim50", "ddim10"}
+    assert set(rows) == {"vae_conv", "ddpm", "ddim50", "ddim10", "heun"}
     gone = zoo.missing(shipped=["vae_conv"])
     assert "vae_conv" not in gone and "not shipped" in gone["dcgan"] and "cddpm_mnist" in gone["cfg"]
     assert set(gone) | set(zoo.available(shipped=["vae_conv"])) == set(zoo.SAMPLERS)
@@ -27,13 +27,17 @@ def test_guided_rows_count_two_predictions_per_step():
     assert f"{zoo.GUIDANCE_SCALE:g}" in zoo.SAMPLERS["cfg"].label
 
 
+def test_the_heun_row_counts_its_evaluations():
+    assert zoo.SAMPLERS["heun"].evaluations == 2 * zoo.HEUN_STEPS - 1  # the last step is Euler
+
+
 def test_every_written_sampler_names_its_cost():
     for s in zoo.SAMPLERS.values():
         assert s.evaluations >= 1 and s.label and s.checkpoint
         assert s.sample is not None or s.note
 
 
-@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "pixelcnn", "realnvp"])
+@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "heun", "pixelcnn", "realnvp"])
 def test_samplers_return_images_in_the_unit_interval(name):
     torch.manual_seed(0)
     image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
@@ -43,6 +47,8 @@ def test_samplers_return_images_in_the_unit_interval(name):
              "cfg": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
                                                       attention_resolutions=(), num_groups=4,
                                                       num_classes=10)),
+             "heun": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
+                                                       attention_resolutions=(), num_groups=4)),
              "pixelcnn": lambda: autoregressive.PixelCNN(
                  autoregressive.PixelCNNConfig(channels=8, dilations=(1,))),
              "realnvp": lambda: flows.RealNVPImage(
