@@ -37,7 +37,7 @@ __all__ = ["Schedule", "linear_schedule", "cosine_schedule", "q_sample", "q_post
            "eps_from_x0", "p_mean", "reverse_variance", "loss_weight", "diffusion_loss",
            "ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample",
            "gaussian_data_eps", "gaussian_mixture_eps", "label_dropout", "make_diffusion_step",
-           "schedule_from_spec", "check_schedule"]
+           "schedule_from_spec", "check_schedule", "discretised_gaussian_log_prob", "elbo_bits_per_dim"]
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -562,6 +562,110 @@ def _ddim_times(sched: Schedule, steps) -> list[int]:
     except (TypeError, ValueError):
         raise ValueError(f"steps must be a count or a strictly decreasing list of integer times in "
                          f"[0, {sched.T - 1}], got {steps!r}.") from None
+
+
+# --- the ELBO as a likelihood bound ------------------------------------------------------------
+
+def discretised_gaussian_log_prob(x0: Tensor, mean: Tensor, std: float, levels: int = 256) -> Tensor:
+    """log P(k) of 8-bit data under N(mean, std^2), per coordinate, (B, ...) float64 (Ho et al.'s decoder).
+
+    x0 = 2 k / (levels - 1) - 1 lies on the grid of [-1, 1]; level k owns the bin x0 +- 1 / (levels - 1),
+    the two end bins extended to -inf and +inf, so the probabilities of the levels sum to one.
+    """
+    x, mu = x0.double(), mean.double()
+    half = 1.0 / (levels - 1)
+    upper = torch.where(x > 1 - half, torch.full_like(x, math.inf), (x + half - mu) / std)
+    lower = torch.where(x < -1 + half, torch.full_like(x, -math.inf), (x - half - mu) / std)
+    # log(Phi(upper) - Phi(lower)), on the side of the bin away from the mean (no cancellation)
+    flip = lower > 0
+    hi, lo = torch.where(flip, -lower, upper), torch.where(flip, -upper, lower)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log1p(-torch.exp((log_lo - log_hi).clamp(max=0.0)).clamp(max=1 - 1e-300))
+
+
+def _eight_bit_levels(images: Tensor) -> Tensor:
+    """8-bit images (floats k / 255 in [0, 1] or integer levels k) -> x0 = 2 k / 255 - 1, float32."""
+    _checks.tensor(images, "images", min_ndim=2)
+    if images.dtype == torch.bool:
+        raise TypeError("images are boolean: pass 8-bit grey levels (floats k / 255 or integers k).")
+    if images.is_floating_point():
+        _checks.unit_range(_checks.finite(images, "images"), "images", tol=0.0)
+        k = images.double() * 255
+        if images.numel() and (k - k.round()).abs().max().item() > 1e-3:
+            raise ValueError("images are not on the 8-bit grid k / 255: the bound is on discrete 8-bit data; "
+                             "quantise with torch.round(x * 255) / 255.")
+        k = k.round()
+    else:
+        if images.numel() and (int(images.min()) < 0 or int(images.max()) > 255):
+            raise ValueError("integer images must hold 8-bit levels in [0, 255].")
+        k = images.double()
+    return (2 * k / 255 - 1).float()
+
+
+@torch.no_grad()
+def elbo_bits_per_dim(eps_model: EpsModel, sched: Schedule, images: Tensor, *, strata: int | None = None,
+                      variance: str = "beta_tilde", generator: torch.Generator | None = None,
+                      return_terms: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """Chapter 8's negative ELBO of 8-bit images in bits/dim, (B,): an upper bound on -log2 P(k) / D.
+
+    -log P(k) <= L_prior + sum_{t=1}^{T-1} L_{t-1} + L_0 (0-based times; the theorem of chapter 8):
+    L_prior = KL(q(x_{T-1} | x_0) || N(0, I)) in closed form; L_{t-1} = KL(q(x_{t-1} | x_t, x_0) ||
+    N(mu_theta(x_t, t), sigma_t^2 I)) at one draw x_t ~ q(x_t | x_0) per image and time; L_0 = -log P(k |
+    x at time 0) under ``discretised_gaussian_log_prob`` with mean mu_theta(x, 0) (= x0-hat) and variance
+    beta_0 (Ho et al.'s decoder; the posterior's beta-tilde_0 = 0 would make it a point). The images
+    are the data x_0 = 2 k / 255 - 1 themselves, not dequantised: this bounds the discrete likelihood.
+    ``strata`` None sums all T - 1 KL terms (T network calls per image); ``strata`` S splits t = 1..T-1
+    into S contiguous blocks and draws one t per block and image, weighted by the block's size: an
+    unbiased estimate with S + 1 calls per image. ``variance``: sigma_t^2 as in ``ddpm_sample``.
+    With ``return_terms``, also {"prior", "diffusion", "decoder"} in bits/dim, summing to the total.
+    """
+    device = _check_sampler_args(eps_model, sched, variance, None, None)
+    x0 = _eight_bit_levels(images)
+    if device is not None:
+        x0 = x0.to(device)
+    b, d, T = x0.shape[0], x0[0].numel(), sched.T
+    gen_dev = generator.device if generator is not None else x0.device
+
+    def noised(t: Tensor) -> Tensor:
+        eps = _randn(x0.shape, x0.device, x0.dtype, generator)
+        return q_sample(sched, x0, t, eps)
+
+    a_last = sched.alphas_bar[-1].item()
+    flat = x0.double().flatten(1)
+    # KL(N(sqrt(ab) x0, (1 - ab) I) || N(0, I)) = 1/2 sum(ab x0^2 + (1 - ab) - 1 - log(1 - ab))
+    prior = 0.5 * (a_last * flat.pow(2) - a_last - math.log(1 - a_last)).sum(1)
+    sigma2 = reverse_variance(sched, variance)
+    if strata is None:
+        blocks = [(t, t + 1) for t in range(1, T)]
+    else:
+        k = _checks.count(strata, "strata")
+        if k > T - 1:
+            raise ValueError(f"strata must be at most T - 1 = {T - 1} (one time per block), got {k}.")
+        edges = torch.linspace(1, T, k + 1).round().long().tolist()
+        blocks = list(zip(edges, edges[1:], strict=False))
+    diffusion = torch.zeros(b, dtype=torch.float64, device=x0.device)
+    for lo, hi in blocks:
+        u = torch.rand(b, generator=generator, device=gen_dev)
+        t = (lo + (u * (hi - lo)).long().clamp(max=hi - lo - 1)).to(x0.device)
+        xt = noised(t)
+        mu_q, var_q = q_posterior(sched, x0, xt, t)
+        mu_p = p_mean(sched, xt, t, eps_model(xt, t))
+        s2 = sigma2.to(x0.device)[t].double()
+        vq = var_q.double().flatten(1)[:, 0]
+        # KL(N(mu_q, vq I) || N(mu_p, s2 I)) = |mu_q - mu_p|^2 / (2 s2) + D/2 (vq / s2 - 1 - log(vq / s2))
+        kl = (mu_q - mu_p).double().flatten(1).pow(2).sum(1) / (2 * s2) \
+            + 0.5 * d * (vq / s2 - 1 - torch.log(vq / s2))
+        diffusion = diffusion + (hi - lo) * kl
+    t0 = torch.zeros(b, dtype=torch.long, device=x0.device)
+    x_first = noised(t0)
+    decoder_mean = p_mean(sched, x_first, t0, eps_model(x_first, t0))
+    decoder_std = math.sqrt(sched.betas[0].item())
+    decoder = -discretised_gaussian_log_prob(x0, decoder_mean, decoder_std).flatten(1).sum(1)
+    scale = 1 / (d * math.log(2))
+    total = (prior + diffusion + decoder) * scale
+    if return_terms:
+        return total, {"prior": prior * scale, "diffusion": diffusion * scale, "decoder": decoder * scale}
+    return total
 
 
 # --- a closed-form predictor and a training step -----------------------------------------------

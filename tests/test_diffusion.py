@@ -460,3 +460,101 @@ def test_clip_x0_reaches_the_samplers():
         assert torch.allclose(x, clamped, atol=1e-8)
     unclipped = D.ddim_sample(oracle, sched, (3, 4), steps=50, **f64)
     assert torch.allclose(unclipped, point.expand(3, -1), atol=1e-8)
+
+
+# --- the ELBO as a bound on the likelihood of 8-bit data ----------------------------------------
+
+def test_discretised_gaussian_gives_a_distribution_over_the_256_levels():
+    x0 = 2 * torch.arange(256, dtype=torch.float64) / 255 - 1
+    for mean, std in ((0.0, 0.3), (0.93, 0.01), (-1.4, 0.004), (0.5, 5.0)):
+        logp = D.discretised_gaussian_log_prob(x0, torch.full_like(x0, mean), std)
+        assert abs(logp.exp().sum().item() - 1) < 1e-9
+    normal = torch.distributions.Normal(0.1, 0.2)
+    k = torch.tensor([40.0, 128.0, 200.0], dtype=torch.float64)
+    x = 2 * k / 255 - 1
+    direct = (normal.cdf(x + 1 / 255) - normal.cdf(x - 1 / 255)).log()
+    got = D.discretised_gaussian_log_prob(x, torch.full_like(x, 0.1), 0.2)
+    assert torch.allclose(got, direct, atol=1e-10)
+    far = D.discretised_gaussian_log_prob(torch.tensor([0.9]), torch.tensor([-0.9]), 0.01)
+    assert torch.isfinite(far) and far.item() < -1e3  # a bin 180 standard deviations away, in log space
+
+
+def _tiny_chain():
+    sched = D.Schedule.from_betas([0.05, 0.2, 0.4, 0.6])
+    return sched, D.gaussian_data_eps(sched, 0.2, 0.5)
+
+
+def _affine(f):
+    """(a, b) of an affine map f(x) = a x + b of a float64 scalar batch."""
+    b = f(torch.zeros(1, 1, dtype=torch.float64))
+    return (f(torch.ones(1, 1, dtype=torch.float64)) - b).item(), b.item()
+
+
+def test_elbo_equals_its_definition_and_bounds_the_exact_likelihood():
+    # A 4-step chain in one dimension with a linear eps-model (the exact predictor of N(0.2, 0.5^2)
+    # data): the ELBO by the library's KL decomposition, against (a) E_q[log p(x_{0:T}) - log q(x_{1:T}
+    # | x_0)] sampled along the forward chain, and (b) the exact -log P(k) of the linear-Gaussian model.
+    sched, eps = _tiny_chain()
+    T, level = sched.T, 150
+    images = torch.full((100_000, 1), level, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    bits = D.elbo_bits_per_dim(eps, sched, images, generator=g)
+    nats = bits.double() * math.log(2)
+    x0 = torch.full((len(images), 1), 2 * level / 255 - 1, dtype=torch.float64)
+    normal = torch.distributions.Normal
+    mu = lambda x, t: D.p_mean(sched, x, t, eps(x, torch.full((len(x),), t)))  # noqa: E731
+    # (a) the definition, along one forward chain per example
+    x = x0 * sched.alphas[0].sqrt() + sched.betas[0].sqrt() * torch.randn(x0.shape, dtype=torch.float64,
+                                                                             generator=g)
+    chain, log_q = [x], normal(x0 * sched.alphas[0].sqrt(), sched.betas[0].sqrt()).log_prob(x)
+    for t in range(1, T):
+        noise = torch.randn(x0.shape, dtype=torch.float64, generator=g)
+        x = chain[-1] * sched.alphas[t].sqrt() + sched.betas[t].sqrt() * noise
+        log_q = log_q + normal(chain[-1] * sched.alphas[t].sqrt(), sched.betas[t].sqrt()).log_prob(x)
+        chain.append(x)
+    sigma = D.reverse_variance(sched).sqrt()
+    log_p = normal(0.0, 1.0).log_prob(chain[-1])
+    for t in range(1, T):
+        log_p = log_p + normal(mu(chain[t], t), sigma[t]).log_prob(chain[t - 1])
+    log_p = log_p + D.discretised_gaussian_log_prob(x0, mu(chain[0], 0), sched.betas[0].sqrt().item())
+    by_definition = (log_q - log_p).squeeze(1)
+    se = math.hypot(nats.std().item(), by_definition.std().item()) / math.sqrt(len(images))
+    assert abs(nats.mean().item() - by_definition.mean().item()) < 4 * se
+    # (b) the model's exact marginal: x_{T-1} ~ N(0, 1), each step affine plus Gaussian noise
+    m, v = 0.0, 1.0
+    for t in range(T - 1, 0, -1):
+        a, b = _affine(lambda z, t=t: mu(z, t))
+        m, v = a * m + b, a * a * v + sigma[t].item() ** 2
+    a, b = _affine(lambda z: mu(z, 0))
+    exact = -D.discretised_gaussian_log_prob(torch.tensor([x0[0, 0].item()]), torch.tensor([a * m + b]),
+                                                     math.sqrt(sched.betas[0].item() + a * a * v)).item()
+    assert nats.mean().item() > exact + 4 * nats.std().item() / math.sqrt(len(images))  # a strict bound here
+
+
+def test_stratified_elbo_is_unbiased_and_its_terms_add_up():
+    sched = D.linear_schedule(100)
+    eps = D.gaussian_data_eps(sched, 0.0, 0.6)
+    one = torch.randint(0, 256, (1, 1, 2, 2), generator=torch.Generator().manual_seed(3))
+    images = one.repeat(20_000, 1, 1, 1)
+    full = D.elbo_bits_per_dim(eps, sched, images, generator=torch.Generator().manual_seed(1))
+    some, terms = D.elbo_bits_per_dim(eps, sched, images, strata=5, return_terms=True,
+                                      generator=torch.Generator().manual_seed(2))
+    se = math.hypot(full.std().item(), some.std().item()) / math.sqrt(len(images))
+    assert abs(full.mean().item() - some.mean().item()) < 4 * se
+    assert some.std() > full.std()  # fewer terms, more noise
+    assert torch.allclose(terms["prior"] + terms["diffusion"] + terms["decoder"], some)
+    assert torch.equal(terms["prior"], terms["prior"][:1].expand_as(terms["prior"]))  # closed form
+    floats = D.elbo_bits_per_dim(eps, sched, images[:5].float() / 255, strata=5,
+                                         generator=torch.Generator().manual_seed(2))
+    ints = D.elbo_bits_per_dim(eps, sched, images[:5], strata=5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(floats, ints)  # k / 255 floats and integer levels are the same data
+
+
+def test_elbo_refuses_data_that_are_not_8_bit():
+    sched, eps = _tiny_chain()
+    with pytest.raises(ValueError, match="8-bit grid"):
+        D.elbo_bits_per_dim(eps, sched, torch.full((2, 1), 0.5001))
+    with pytest.raises(ValueError, match="0, 255"):
+        D.elbo_bits_per_dim(eps, sched, torch.full((2, 1), 256))
+    with pytest.raises(ValueError, match="at most T - 1"):
+        D.elbo_bits_per_dim(eps, sched, torch.zeros(2, 1), strata=4)
