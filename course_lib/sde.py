@@ -501,7 +501,8 @@ def _begin(M: _Model, shape, x_T, device, dtype, generator) -> Tensor:
 def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float] = 100, *,
                corrector_steps: int = 0, snr: float = 0.16, t_min: float = 1e-3, clip_x0: float | None = None,
                generator: torch.Generator | None = None, x_T: Tensor | None = None, device=None,
-               dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
+               dtype: torch.dtype = torch.float32,
+               return_trajectory: bool = False) -> tuple[Tensor, int] | tuple[Tensor, int, Tensor]:
     """Euler-Maruyama on the reverse-time SDE (Anderson 1982), with optional Langevin correctors.
 
     dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dW-bar, run from t = 1 to 0 on the uniform grid
@@ -511,13 +512,15 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
     x <- x + e score + sqrt(2 e) z, e = 2 (snr |z| / |score|)^2 with both norms averaged over the
     batch (so e is one number per step, and samples of one batch share it). NFE = K (1 + c).
     ``clip_x0`` clamps the implied x0-hat = (x - s eps-hat) / m to [-c, c] at every evaluation and
-    uses the matching eps-hat (as ``diffusion.ddim_step``). Returns (x, nfe).
+    uses the matching eps-hat (as ``diffusion.ddim_step``). Returns (x, nfe) and, with
+    ``return_trajectory``, a CPU tensor (K + 1, *shape) of x at each time (after the correctors' moves).
     """
     M = _Model(model, process, clip_x0)
     c = _checks.count(corrector_steps, "corrector_steps", minimum=0)
     snr = _checks.number(snr, "snr", low=0.0, low_open=True)
     times = M.times(steps, t_min, None) + [0.0]
     x = _begin(M, shape, x_T, device, dtype, generator)
+    trajectory = [x.cpu()] if return_trajectory else None
     for t, t_next in zip(times, times[1:], strict=False):
         s = M.coefs(t)[1]
         for _ in range(c):
@@ -534,7 +537,10 @@ def sde_sample(model, process, shape: Sequence[int], steps: int | Sequence[float
         x = x - h * (f * x - g2 * score)
         if t_next > 0:
             x = x + math.sqrt(g2 * h) * _randn(x.shape, x.device, x.dtype, generator)
-    return _check_result(x), M.nfe
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    x = _check_result(x)
+    return (x, M.nfe, torch.stack(trajectory)) if trajectory is not None else (x, M.nfe)
 
 
 @torch.no_grad()

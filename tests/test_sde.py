@@ -407,3 +407,13 @@ def test_mixture_score_accepts_float32_weights():
     score = S.mixture_score(ve, torch.tensor([[0.0], [3.0]]), torch.tensor([0.5, 0.5]),
                             torch.tensor([0.2, 0.8], dtype=torch.float32))
     assert torch.isfinite(score(torch.zeros(3, 1), torch.full((3,), 0.5))).all()
+
+
+def test_trajectories_start_at_the_noise_and_end_at_the_samples():
+    vp = S.VPSDE()
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(4))
+    for sampler in (lambda: S.sde_sample(gaussian_score(vp), vp, (6, 2), 12, x_T=x_T, return_trajectory=True),
+                    lambda: S.ode_sample(gaussian_score(vp), vp, (6, 2), 6, x_T=x_T, return_trajectory=True)):
+        x, nfe, path = sampler()
+        assert path.shape[1:] == (6, 2) and torch.equal(path[0], x_T) and torch.equal(path[-1], x)
+    assert S.sde_sample(gaussian_score(vp), vp, (6, 2), 12, return_trajectory=True)[2].shape == (13, 6, 2)
