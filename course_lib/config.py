@@ -267,17 +267,57 @@ LAB_11_FLOWS = {
 }
 
 
+LAB_12_SCORE_SDE = {
+    # 2-D: a mixture of two Gaussians with weights 0.2 and 0.8 (Song & Ermon's example of why one noise
+    # level is not enough), a ScoreMLP trained by denoising score matching on a geometric ladder
+    "n_points": Size(2_000, 20_000),  # training points
+    "score_steps": Size(300, 4_000),  # Adam steps (batch 512)
+    "n_levels": Size(10, 10),  # noise levels of the ladder, sigma from 20 down to 0.1
+    "langevin_steps": Size(20, 100),  # Langevin steps per level
+    "n_toy": Size(500, 5_000),  # 2-D samples per sampler
+    "sde_steps": Size(100, 500),  # steps of the 2-D reverse SDE and ODE
+    # the shipped ddpm_mnist, five samplers at (about) these NFEs, n_sweep images per set, one set
+    # per seed; the samples of one seed start from the same noise for every sampler
+    "sweep_nfe": Size((10,), (10, 20, 35, 50, 100), cpu=(10, 20, 50, 100)),
+    "n_sweep": Size(16, 1_000, cpu=100),
+    "sweep_seeds": Size((0,), (0, 1, 2)),
+    "batch": Size(16, 500, cpu=100),  # images per sampling call
+    # likelihood on the first n_like digits of the real test split: the ODE by Heun with ode_steps
+    # steps and one Rademacher probe, the ELBO with elbo_strata strata of the times
+    "n_like": Size(2, 500, cpu=48),
+    "ode_steps": Size(10, 100),
+    "elbo_strata": Size(10, 200, cpu=100),
+    "n_repeat": Size(2, 8, cpu=4),  # digits whose ODE estimate is repeated with 4 other probe draws
+}
+
+
 LAB_14_EVALUATION = {
-    "n_table": Size(300, 5_000),  # samples per row of the comparison table (the same N for every row)
-    # network evaluations one row may spend: a sampler needing `evaluations` per image gets
-    # min(n_table, max_evaluations // evaluations) samples, with its 1/N-corrected FID reported; below
-    # n_min samples only its speed is measured, on n_speed images after one warm-up image, if that fits
+    # the comparison table: one N for every row, one independent sample set per seed (mean and spread)
+    "n_table": Size(200, 1_000),  # samples per set, the same N for every row
+    "seeds": Size((10, 11), (10, 11, 12)),  # one set per seed, torch.Generator(device).manual_seed(seed)
+    "batch_size": Size(100, 100),  # images per sampler call (a cached set matches only this value)
+    "ns_table": Size((100, 150, 200), (250, 500, 1_000)),  # sizes of each set's FID-against-1/N fit
+    # network evaluations a row may spend drawing its sets live (n_table x seeds x NFE); a row above
+    # that reads its sets from checkpoints/samples/ (scripts/sample_cache.py), or is listed as not drawn
+    "max_live_evaluations": Size(1_000, 10**9, cpu=30_000),
+    # the speed of a cached row is measured live on n_speed images after a one-image warm-up, when
+    # (1 + n_speed) x NFE fits in max_evaluations
     "max_evaluations": Size(1_000, 50_000),
-    "n_min": Size(200, 200),
     "n_speed": Size(2, 4),
-    "ns": Size((100, 150, 200, 300), (250, 500, 1_000, 2_000, 5_000)),  # N of the FID-against-1/N fits
+    "n_min": Size(200, 200),  # read only by the table before its rewrite (seeds); remove with it
+    "ns": Size((100, 150, 200, 300), (250, 500, 1_000, 2_000, 5_000)),  # N of section 2's 1/N fits
     "n_pitfall": Size(300, 5_000),  # images of the blur / noise / memorisation experiments
-    "repeats": Size(1, 3),  # subsets averaged per N
+    "repeats": Size(1, 3),  # subsets averaged per N (section 2)
+    # the likelihood columns, on the first test digits: nats per binarised digit (PixelCNN, the conv
+    # VAE's IWAE estimate with iwae_k samples), bits/dim of 8-bit digits (RealNVP, the DDPM's ELBO with
+    # elbo_strata + 1 network calls per digit, the DDPM's probability-flow ODE with ode_steps Heun steps
+    # and one Hutchinson probe, on the first n_ode of them)
+    "n_nats": Size(32, 1_000, cpu=300),
+    "iwae_k": Size(20, 1_000),
+    "n_bpd": Size(16, 1_000, cpu=200),
+    "elbo_strata": Size(5, 50),
+    "n_ode": Size(2, 16, cpu=8),
+    "ode_steps": Size(10, 100),
 }
 
 BUDGETS: dict[str, dict[str, Size]] = {
@@ -293,6 +333,7 @@ BUDGETS: dict[str, dict[str, Size]] = {
     "09_guidance": LAB_09_GUIDANCE,
     "10_autoregressive": LAB_10_AUTOREGRESSIVE,
     "11_flows": LAB_11_FLOWS,
+    "12_score_sde": LAB_12_SCORE_SDE,
     "14_evaluation": LAB_14_EVALUATION,
 }
 

@@ -12,8 +12,11 @@ checkpoint lands adds its row automatically. To add a model: ship its checkpoint
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -182,6 +185,77 @@ def missing(shipped: list[str] | None = None) -> dict[str, str]:
             for k, s in SAMPLERS.items() if k not in ready}
 
 
+def to_uint8(images: Tensor) -> Tensor:
+    """Images in [0, 1] as 8-bit levels round(255 x), uint8 (binary images stay exact: 0 and 255)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def quantised(sample: SampleFn) -> SampleFn:
+    """``sample`` with its images rounded to 8-bit levels, ``to_uint8(x) / 255``: what a cached set holds."""
+    def draw(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+        return to_uint8(sample(model, n, g)).float() / 255
+    return draw
+
+
+# --- cached sample sets (scripts/sample_cache.py draws them; the table reads them) -----------------
+
+SAMPLE_CACHE = pretrained.CHECKPOINTS / "samples"  # ROW-sSEED-nN.pt (uint8) + ROW-sSEED-nN.json
+
+
+class StaleCache(ValueError):
+    """A cached sample set that no longer matches its row: another checkpoint, sampler or batch size."""
+
+
+def row_definition(key: str, batch_size: int) -> dict:
+    """What a cached set of row ``key`` depends on: the sampler, its checkpoints' SHA-256, the batch size."""
+    s = SAMPLERS[key]
+    return {"row": key, "label": s.label, "evaluations": s.evaluations,
+            "sample": f"{s.sample.__module__}.{s.sample.__qualname__}",
+            "checkpoints": {c: pretrained.info(c)["sha256"] for c in (s.checkpoint, *s.requires)},
+            "batch_size": _checks.count(batch_size, "batch_size"), "stored": "uint8 levels round(255 x)"}
+
+
+def cache_path(key: str, seed: int, n: int, folder=None) -> Path:
+    """``folder/ROW-sSEED-nN.pt`` (``folder``: ``SAMPLE_CACHE``); its manifest entry has suffix .json."""
+    return Path(SAMPLE_CACHE if folder is None else folder) / f"{key}-s{seed}-n{n}.pt"
+
+
+def read_cache(key: str, seed: int, n: int, batch_size: int, folder=None) -> tuple[Tensor, dict]:
+    """The first n images (float in [0, 1], CPU) of the cached set of row ``key`` and seed, and its entry.
+
+    Takes the file with exactly n images, else the smallest larger one when n is a multiple of
+    ``batch_size`` (its first n images are then the set a live draw of n gives). Raises
+    ``FileNotFoundError`` when there is none, ``StaleCache`` when its entry does not match
+    ``row_definition(key, batch_size)`` (e.g. the checkpoint was retrained), ``ValueError`` when the
+    file fails its SHA-256.
+    """
+    folder = Path(SAMPLE_CACHE if folder is None else folder)
+    sizes = sorted(int(f.stem.rsplit("-n", 1)[1]) for f in folder.glob(f"{key}-s{seed}-n*.pt")
+                   if f.stem.rsplit("-n", 1)[1].isdigit())
+    usable = [m for m in sizes if m == n or (m > n and n % batch_size == 0)]
+    if not usable:
+        command = f"python scripts/sample_cache.py {key} --n {n} --seeds {seed} --batch-size {batch_size}"
+        raise FileNotFoundError(f"no cached set of row {key!r}, seed {seed}, with {n} images in "
+                                f"{folder.name}/ (found sizes {sizes or 'none'}); draw one with: {command}")
+    file = cache_path(key, seed, usable[0], folder)
+    entry = json.loads(file.with_suffix(".json").read_text())
+    want, got = row_definition(key, batch_size), entry.get("definition", {})
+    if got != want:
+        old = got.get("checkpoints") or {}
+        diff = [f"checkpoint {c} has SHA-256 {sha[:12]}... now, the set was drawn from "
+                f"{old.get(c, '?')[:12]}..." for c, sha in want["checkpoints"].items() if old.get(c) != sha]
+        diff += [f"{k}: cached {got.get(k)!r}, now {want[k]!r}" for k in want
+                 if k != "checkpoints" and got.get(k) != want[k]]
+        raise StaleCache(f"the cached set {file.name} does not match row {key!r} as defined now ("
+                         + "; ".join(diff) + "). It was drawn from another checkpoint or sampler: refusing "
+                         f"it. Redraw it with: {entry.get('command', 'scripts/sample_cache.py')}")
+    stored = torch.load(file, weights_only=True)
+    if hashlib.sha256(stored.numpy().tobytes()).hexdigest() != entry.get("sha256"):
+        raise ValueError(f"{file.name} fails its SHA-256 check (a corrupt or replaced file): redraw it with: "
+                         f"{entry.get('command')}")
+    return stored[:n].float() / 255, entry
+
+
 def sample_in_batches(sample: SampleFn, model: nn.Module, n: int, generator: torch.Generator,
                       batch_size: int = 500) -> Tensor:
     """n images from ``sample`` drawn in batches of at most ``batch_size`` (bounded memory)."""
@@ -246,13 +320,23 @@ def score_seeds(sample: SampleFn, model: nn.Module | None, n: int, seeds, refere
     for seed in seeds:
         speed, images = metrics.sampling_speed(lambda m, s=seed: draw(m, s), n, device, warmup=0,
                                                return_samples=True)
-        row = {"seed": seed, "speed": speed, **scores(images, reference, train, held_out, k=k)}
-        if fid_inf_ns is not None:
-            g = torch.Generator().manual_seed(seed)  # the subsets of the 1/N fit
-            row["fid_inf"] = metrics.fid_infinity(metrics.features(images), ref_stats, fid_inf_ns,
-                                                  generator=g).fid_inf
-        rows.append(row)
+        rows.append(score_set(images, seed, reference, train, held_out, fid_inf_ns=fid_inf_ns, k=k,
+                              ref_stats=ref_stats, speed=speed))
     return rows
+
+
+def score_set(images: Tensor, seed: int, reference: Tensor, train: Tensor, held_out: Tensor, *,
+              fid_inf_ns: tuple[int, ...] | None = None, k: int = 3, ref_stats=None,
+              speed: float = float("nan")) -> dict[str, float]:
+    """One row of ``score_seeds`` for a set already drawn (e.g. a cached one): seed, speed, ``scores``,
+    and "fid_inf" on sizes ``fid_inf_ns`` with subsets drawn by ``torch.Generator().manual_seed(seed)``."""
+    row = {"seed": seed, "speed": speed, **scores(images, reference, train, held_out, k=k)}
+    if fid_inf_ns is not None:
+        ref_stats = metrics.statistics(reference) if ref_stats is None else ref_stats
+        g = torch.Generator().manual_seed(seed)  # the subsets of the 1/N fit
+        row["fid_inf"] = metrics.fid_infinity(metrics.features(images), ref_stats, fid_inf_ns,
+                                              generator=g).fid_inf
+    return row
 
 
 def summarise_seeds(rows: list[dict[str, float]]) -> dict[str, metrics.Summary]:
