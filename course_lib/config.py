@@ -276,27 +276,67 @@ LAB_12_SCORE_SDE = {
     "langevin_steps": Size(20, 100),  # Langevin steps per level
     "n_toy": Size(500, 5_000),  # 2-D samples per sampler
     "sde_steps": Size(100, 500),  # steps of the 2-D reverse SDE and ODE
+    "n_prior_check": Size(5_000, 100_000),  # ODE runs from N(0, I) and from the exact p_1
     # the shipped ddpm_mnist, five samplers at (about) these NFEs, n_sweep images per set, one set
     # per seed; the samples of one seed start from the same noise for every sampler
-    "sweep_nfe": Size((10,), (10, 20, 35, 50, 100), cpu=(10, 20, 50, 100)),
-    "n_sweep": Size(16, 1_000, cpu=100),
+    # (an FID needs more images than the classifier has features: 64)
+    "sweep_nfe": Size((2,), (10, 20, 35, 50, 100), cpu=(10, 20, 50, 100)),
+    "n_sweep": Size(72, 1_000, cpu=100),
     "sweep_seeds": Size((0,), (0, 1, 2)),
-    "batch": Size(16, 500, cpu=100),  # images per sampling call
+    "batch": Size(72, 500, cpu=100),  # images per sampling call
+    "ex_nfe": Size(2, 20),  # the exercises' budget of network evaluations per image (n_sweep images)
     # likelihood on the first n_like digits of the real test split: the ODE by Heun with ode_steps
     # steps and one Rademacher probe, the ELBO with elbo_strata strata of the times
     "n_like": Size(2, 500, cpu=48),
-    "ode_steps": Size(10, 100),
+    "ode_steps": Size(8, 100),
     "elbo_strata": Size(10, 200, cpu=100),
-    "n_repeat": Size(2, 8, cpu=4),  # digits whose ODE estimate is repeated with 4 other probe draws
+    "n_repeat": Size(1, 8, cpu=4),  # digits whose ODE estimate is repeated with 4 other probe draws
+}
+
+
+LAB_13_FLOW_MATCHING = {
+    # 2-D: the mixture of the chapter's page (three Gaussians), a velocity MLP (MLPDenoiser, Adam 1e-3,
+    # batch 512) trained by conditional flow matching, then reflowed on (noise, sample) pairs of itself
+    "n_points": Size(2_000, 20_000),  # training points of the mixture
+    "toy_steps": Size(200, 4_000),  # Adam steps of the 1-rectified flow
+    "n_pairs": Size(1_000, 20_000),  # (noise, sample) pairs of the reflow, solved by Heun
+    "pair_steps": Size(20, 100),  # Heun steps of that solve (NFE 2 x steps - 1)
+    "reflow_steps": Size(200, 4_000),  # Adam steps of the 2-rectified flow (from the 1-rectified weights)
+    "n_toy": Size(500, 2_000),  # 2-D samples per measurement (exact W1 by assignment: O(n^3))
+    "toy_nfe": Size((1, 2, 4), (1, 2, 4, 8, 16)),  # Euler steps compared, before and after reflow
+    # digits: chapter 8's U-Net trained by flow matching. A GPU (full profile) trains it from scratch
+    # with the budget of the shipped ddpm_mnist and fm_mnist (14,800 steps of 64 digits, Adam 5e-4 with
+    # a 500-step warm-up, EMA 0.999); otherwise demo_steps, then the shipped fm_mnist
+    "unet_steps": Size(20, 14_800),
+    "demo_steps": Size(3, 100),
+    "batch_size": Size(32, 64),
+    "lr": Size(5e-4, 5e-4),
+    "checkpoint_every": Size(100, 500),
+    # FID against NFE: Lab 12's sweep, the same Size objects, so that the ddpm_mnist rows of both
+    # labs use the same NFEs, N, seeds and starting noise
+    "sweep_nfe": LAB_12_SCORE_SDE["sweep_nfe"],
+    "n_sweep": LAB_12_SCORE_SDE["n_sweep"],
+    "sweep_seeds": LAB_12_SCORE_SDE["sweep_seeds"],
+    "batch": LAB_12_SCORE_SDE["batch"],
+    # class-conditional model with guidance (only if fm_mnist_cond is shipped): gammas, Heun steps,
+    # images per gamma (balanced labels; an FID needs more than 64)
+    "gammas": Size((0.0, 1.0, 3.0), (0.0, 1.0, 2.0, 3.0, 5.0)),
+    "cfg_steps": Size(2, 10),
+    "n_cfg": Size(72, 1_000, cpu=200),
+    # the one-step table: the teacher's Heun steps (NFE 2 x steps - 1), and the images timed per row
+    # (images/s after a warm-up; the FIDs use n_sweep and sweep_seeds)
+    "teacher_steps": Size(2, 10),
+    "n_speed": Size(32, 1_000, cpu=200),
+    "ex_nfe": Size(2, 10),  # the exercises' network evaluations per image (n_sweep images, first seed)
 }
 
 
 LAB_14_EVALUATION = {
     # the comparison table: one N for every row, one independent sample set per seed (mean and spread)
-    "n_table": Size(200, 1_000),  # samples per set, the same N for every row
+    "n_table": Size(300, 1_000),  # samples per set, the same N for every row
     "seeds": Size((10, 11), (10, 11, 12)),  # one set per seed, torch.Generator(device).manual_seed(seed)
     "batch_size": Size(100, 100),  # images per sampler call (a cached set matches only this value)
-    "ns_table": Size((100, 150, 200), (250, 500, 1_000)),  # sizes of each set's FID-against-1/N fit
+    "ns_table": Size((100, 150, 300), (250, 500, 1_000)),  # sizes of each set's FID-against-1/N fit
     # network evaluations a row may spend drawing its sets live (n_table x seeds x NFE); a row above
     # that reads its sets from checkpoints/samples/ (scripts/sample_cache.py), or is listed as not drawn
     "max_live_evaluations": Size(1_000, 10**9, cpu=30_000),
@@ -334,6 +374,7 @@ BUDGETS: dict[str, dict[str, Size]] = {
     "10_autoregressive": LAB_10_AUTOREGRESSIVE,
     "11_flows": LAB_11_FLOWS,
     "12_score_sde": LAB_12_SCORE_SDE,
+    "13_flow_matching": LAB_13_FLOW_MATCHING,
     "14_evaluation": LAB_14_EVALUATION,
 }
 
