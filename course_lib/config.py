@@ -295,13 +295,16 @@ LAB_12_SCORE_SDE = {
 
 
 LAB_13_FLOW_MATCHING = {
-    # 2-D: the mixture of the chapter's page (three Gaussians), a velocity MLP (MLPDenoiser, Adam 1e-3,
-    # batch 512) trained by conditional flow matching, then reflowed on (noise, sample) pairs of itself
+    # 2-D: the page's mixture of three Gaussians, a velocity MLP (MLPDenoiser, Adam 1e-3, batch 512)
+    # trained by conditional flow matching (the 1-rectified flow); reflowed on (noise, sample) pairs of
+    # itself (the 2-rectified flow, from the 1-rectified weights); then distilled into a one-step student
+    # on pairs of the 2-rectified flow (from its weights)
     "n_points": Size(2_000, 20_000),  # training points of the mixture
     "toy_steps": Size(200, 4_000),  # Adam steps of the 1-rectified flow
-    "n_pairs": Size(1_000, 20_000),  # (noise, sample) pairs of the reflow, solved by Heun
-    "pair_steps": Size(20, 100),  # Heun steps of that solve (NFE 2 x steps - 1)
-    "reflow_steps": Size(200, 4_000),  # Adam steps of the 2-rectified flow (from the 1-rectified weights)
+    "n_pairs": Size(1_000, 20_000),  # (noise, sample) pairs of each reflow or distillation
+    "pair_steps": Size(20, 100),  # Heun steps solving for those pairs (NFE 2 x steps - 1)
+    "reflow_steps": Size(200, 4_000),  # Adam steps of the 2-rectified flow
+    "distill_steps": Size(200, 4_000),  # Adam steps of the one-step student
     "n_toy": Size(500, 2_000),  # 2-D samples per measurement (exact W1 by assignment: O(n^3))
     "toy_nfe": Size((1, 2, 4), (1, 2, 4, 8, 16)),  # Euler steps compared, before and after reflow
     # digits: chapter 8's U-Net trained by flow matching. A GPU (full profile) trains it from scratch
@@ -310,24 +313,16 @@ LAB_13_FLOW_MATCHING = {
     "unet_steps": Size(20, 14_800),
     "demo_steps": Size(3, 100),
     "batch_size": Size(32, 64),
-    "lr": Size(5e-4, 5e-4),
-    "checkpoint_every": Size(100, 500),
-    # FID against NFE: Lab 12's sweep, the same Size objects, so that the ddpm_mnist rows of both
-    # labs use the same NFEs, N, seeds and starting noise
-    "sweep_nfe": LAB_12_SCORE_SDE["sweep_nfe"],
+    "n_grid": Size(16, 100),  # the sample grid, Heun with grid_steps steps
+    "grid_steps": Size(2, 10),
+    # FID against NFE: Lab 12's sweep (its N, seeds, batches and starting noise), so that the ddpm_mnist
+    # rows of both labs are comparable; the CPU drops NFE 100 (Lab 12 has it for the DDPM)
+    "sweep_nfe": Size((2,), (10, 20, 35, 50, 100), cpu=(10, 20, 50)),
+    "few_nfe": Size((1,), (1, 2, 4)),  # Euler steps of fm_mnist below the sweep: where few steps fail
     "n_sweep": LAB_12_SCORE_SDE["n_sweep"],
     "sweep_seeds": LAB_12_SCORE_SDE["sweep_seeds"],
     "batch": LAB_12_SCORE_SDE["batch"],
-    # class-conditional model with guidance (only if fm_mnist_cond is shipped): gammas, Heun steps,
-    # images per gamma (balanced labels; an FID needs more than 64)
-    "gammas": Size((0.0, 1.0, 3.0), (0.0, 1.0, 2.0, 3.0, 5.0)),
-    "cfg_steps": Size(2, 10),
-    "n_cfg": Size(72, 1_000, cpu=200),
-    # the one-step table: the teacher's Heun steps (NFE 2 x steps - 1), and the images timed per row
-    # (images/s after a warm-up; the FIDs use n_sweep and sweep_seeds)
-    "teacher_steps": Size(2, 10),
-    "n_speed": Size(32, 1_000, cpu=200),
-    "ex_nfe": Size(2, 10),  # the exercises' network evaluations per image (n_sweep images, first seed)
+    "ex_nfe": Size(2, 20),  # the exercise's network evaluations per image (n_sweep images, first seed)
 }
 
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+import scipy.optimize
 import scipy.stats
 import torch
 from torch import nn
@@ -373,6 +374,23 @@ def memorisation_ratio(samples: Tensor, train: Tensor, held_out: Tensor) -> floa
                          "set: they are copies of training images, so the ratio would be NaN or infinite. "
                          "Pass real images that are not in train (e.g. the test split).")
     return float(distances.median().item() / yardstick)
+
+
+def wasserstein_assignment(x: Tensor, y: Tensor) -> float:
+    """W1 between two empirical distributions of n points each, exactly: min over pairings of the mean distance.
+
+    With equal weights 1/n, an optimal transport plan is a permutation (Birkhoff), found by the Hungarian
+    algorithm (``scipy.optimize.linear_sum_assignment``) on the n x n Euclidean cost matrix: O(n^3) time,
+    for low-dimensional points (chapter 13's 2-D flows) and n up to a few thousand. x, y: (n, D).
+    """
+    _check_pair(x, y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y need the same number of points (one pairing), got {x.shape[0]} and "
+                         f"{y.shape[0]}.")
+    a, b = (_checks.finite(t, name).flatten(1).double().cpu() for t, name in ((x, "x"), (y, "y")))
+    cost = torch.cdist(a, b).numpy()
+    rows, cols = scipy.optimize.linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
 
 
 def class_coverage(samples: Tensor, classifier: nn.Module | None = None) -> Coverage:

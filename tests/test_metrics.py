@@ -523,3 +523,23 @@ def test_reruns_order_equal_rows_rarely_and_never_reverse_separated_ones():
         assert low <= ordered <= high
         if gap > 0:
             assert ">" not in verdicts
+
+
+def test_wasserstein_assignment_is_exact_on_cases_with_a_closed_form():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    # a translation moves every point by |c|, and no pairing can do better than the means' distance
+    shift = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    assert metrics.wasserstein_assignment(x, x + shift) == pytest.approx(5.0, abs=1e-9)
+    assert metrics.wasserstein_assignment(x, x[torch.randperm(300, generator=g)]) == pytest.approx(0.0, abs=1e-7)
+    # in 1-D the optimal pairing is by rank: the mean gap between sorted samples
+    a, b = torch.rand(200, 1, generator=g), torch.rand(200, 1, generator=g) * 2
+    by_rank = (a.flatten().sort().values - b.flatten().sort().values).abs().mean().item()
+    assert metrics.wasserstein_assignment(a, b) == pytest.approx(by_rank, rel=1e-6)
+
+
+def test_wasserstein_assignment_refuses_bad_input():
+    with pytest.raises(ValueError, match="same number of points"):
+        metrics.wasserstein_assignment(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.wasserstein_assignment(torch.full((3, 2), float("nan")), torch.zeros(3, 2))
