@@ -94,6 +94,23 @@ def _heun(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+FM_STEPS = 10  # chapter 13's flow-matching rows: 10 uniform steps of Euler (NFE 10) or Heun (NFE 19)
+
+
+def _flow(steps: int, method: str) -> SampleFn:
+    """Chapter 13: a velocity model (a shipped U-Net fed 1000 t) solved from t = 1 to 0 with ``steps``
+    uniform steps of ``method``; the one-step student is ``_flow(1, "euler")``."""
+    def sample(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
+        from .flow_matching import VelocityNet
+        from .flow_matching import sample as fm_sample
+
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            x, _ = fm_sample(VelocityNet(model), (n, 1, 28, 28), steps, method, generator=g, device=device)
+        return ((x + 1) / 2).clamp(0, 1)
+    return sample
+
+
 GUIDANCE_SCALE = 2.0  # gamma of the chapter-9 rows (1: the plain conditional model; see chapter 9)
 
 
@@ -157,6 +174,12 @@ SAMPLERS: dict[str, Sampler] = {
                     "the DDPM's probability-flow ODE, rho-spaced noise levels"),
     "cfg": Sampler(f"CFG (γ = {GUIDANCE_SCALE:g}, DDIM 50)", "cddpm_mnist", 9, _EVALS_GUIDED, _cfg,
                    "balanced labels 0..9"),
+    "fm_euler10": Sampler(f"flow matching (Euler, {FM_STEPS} steps)", "fm_mnist", 13, FM_STEPS,
+                          _flow(FM_STEPS, "euler"), "chapter 8's U-Net trained by flow matching"),
+    "fm_heun": Sampler(f"flow matching (Heun, {FM_STEPS} steps)", "fm_mnist", 13, 2 * FM_STEPS - 1,
+                       _flow(FM_STEPS, "heun"), "chapter 8's U-Net trained by flow matching"),
+    "fm_student": Sampler("flow matching, one-step student", "fm_student_mnist", 13, 1, _flow(1, "euler"),
+                          "distilled from fm_mnist's Heun samples (chapter 13)"),
     "pixelcnn": Sampler("PixelCNN", "pixelcnn_mnist", 10, 784, _pixelcnn,
                         "784 sequential steps; binary samples, scored against grey real digits"),
     "realnvp": Sampler("RealNVP (T = 1)", "realnvp_mnist", 11, 1, _realnvp,

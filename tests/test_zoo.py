@@ -37,7 +37,14 @@ def test_every_written_sampler_names_its_cost():
         assert s.sample is not None or s.note
 
 
-@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "heun", "pixelcnn", "realnvp"])
+def test_the_flow_matching_rows_count_their_evaluations():
+    assert zoo.SAMPLERS["fm_euler10"].evaluations == zoo.FM_STEPS
+    assert zoo.SAMPLERS["fm_heun"].evaluations == 2 * zoo.FM_STEPS - 1
+    assert zoo.SAMPLERS["fm_student"].evaluations == 1
+
+
+@pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "heun", "fm_heun", "fm_student",
+                                  "pixelcnn", "realnvp"])
 def test_samplers_return_images_in_the_unit_interval(name):
     torch.manual_seed(0)
     image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
@@ -49,6 +56,10 @@ def test_samplers_return_images_in_the_unit_interval(name):
                                                       num_classes=10)),
              "heun": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
                                                        attention_resolutions=(), num_groups=4)),
+             "fm_heun": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
+                                                          attention_resolutions=(), num_groups=4)),
+             "fm_student": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
+                                                             attention_resolutions=(), num_groups=4)),
              "pixelcnn": lambda: autoregressive.PixelCNN(
                  autoregressive.PixelCNNConfig(channels=8, dilations=(1,))),
              "realnvp": lambda: flows.RealNVPImage(

@@ -13,6 +13,20 @@ the same command resumes an interrupted run. ``FM_EXPORT_NOW=1`` exports the lat
 (going or stopped) without training. Environment variables: ``FM_STEPS`` (the run's total),
 ``FM_SCORE_N`` (Heun samples at NFE 19 for the course FID at export; 0, the default, skips it).
 The exported module is the ``UNet`` itself; sample with ``flow_matching.VelocityNet(model)``.
+
+``fm_student_mnist`` is the one-step student of Liu et al.'s distillation, from ``fm_mnist`` (the
+1-rectified flow; the digits get no reflow in between, which a longer budget would add):
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/train_checkpoint.py fm_student_mnist --threads 1 \
+        > /tmp/fm_student.log 2>&1 &
+
+Stage 1 draws ``STUDENT_PAIRS`` noise images x_1 and solves the teacher's ODE from each (Heun, 10 steps,
+NFE 19) to its sample x_0; the noise of batch k comes from seed ``PAIR_SEED + k``, so only the samples are
+stored (fp16, ``checkpoints/runs/fm_student_mnist.pairs.pt``, saved after every batch: the stage resumes).
+Stage 2 trains a copy of the teacher on the pairs at t = 1 only (``make_flow_matching_step(...,
+coupled=True, times=[1.0])``): the student maps x_1 to x_1 - v(x_1, 1) in one network evaluation. Adam
+2e-4 with a 200-step warm-up, batch 64, EMA 0.999, the teacher's autocast, checkpoints every 200 steps in
+``checkpoints/runs/fm_student_mnist.run.pt``. ``FM_STUDENT_STEPS`` sets the run's total (default 6,000).
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from course_lib import flow_matching, unet
 from course_lib.config import get_device
 from course_lib.train import fit
 
-NAMES = ["fm_mnist"]
+NAMES = ["fm_mnist", "fm_student_mnist"]
 
 CONFIG = unet.UNetConfig(in_shape=(1, 28, 28), base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
                          attention_resolutions=(7,), dropout=0.0)  # ddpm_mnist's
@@ -49,9 +63,19 @@ def _chapter8_recipe():
     return module
 
 
+STUDENT_PAIRS = 20_000  # (noise, teacher sample) pairs
+PAIR_BATCH = 250
+PAIR_SEED = 10_000
+TEACHER_STEPS = 10  # Heun, NFE 19
+STUDENT_LR, STUDENT_WARMUP = 2e-4, 200
+STUDENT_STEPS = 6_000
+
+
 def train(name: str, workdir: Path):
     if name not in NAMES:
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
+    if name == "fm_student_mnist":
+        return train_student(workdir)
     chapter8 = _chapter8_recipe()
     device = get_device()
     torch.manual_seed(SEED)
@@ -129,3 +153,91 @@ def _scores(model: flow_matching.VelocityNet, device: torch.device) -> dict:
     return {"fid_heun10": round(float(metrics.fid(images, reference)), 3), "n_fid": n, "nfe": 19,
             "inception_score_heun10": round(float(metrics.inception_score(images)[0]), 3),
             "fid_reference": reference.source}
+
+
+def _pair_noise(k: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(PAIR_SEED + k)
+    return torch.randn(PAIR_BATCH, 1, 28, 28, generator=g).to(device)
+
+
+def teacher_pairs(teacher: flow_matching.VelocityNet, device: torch.device, file: Path):
+    """(x_1, x_0, seconds): STUDENT_PAIRS noise images and the teacher's Heun samples from them, resumable."""
+    state = torch.load(file, weights_only=True) if file.exists() else {"data": [], "seconds": 0.0}
+    n_batches = STUDENT_PAIRS // PAIR_BATCH
+    for k in range(len(state["data"]), n_batches):
+        t0 = time.perf_counter()
+        x0, nfe = flow_matching.sample(teacher, (PAIR_BATCH, 1, 28, 28), TEACHER_STEPS, "heun",
+                                       x1=_pair_noise(k, device))
+        state["data"].append(x0.half().cpu())
+        state["seconds"] += time.perf_counter() - t0
+        tmp = file.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(file)
+        print(f"pairs: batch {k + 1}/{n_batches} (NFE {nfe}), {state['seconds']:.0f} s so far", flush=True)
+    noise = torch.cat([_pair_noise(k, device) for k in range(n_batches)])
+    return noise, torch.cat(state["data"]).float().to(device), state["seconds"]
+
+
+def train_student(workdir: Path):
+    from course_lib import data, pretrained
+
+    chapter8 = _chapter8_recipe()
+    device = get_device()
+    torch.manual_seed(SEED)
+    teacher_entry = pretrained.info("fm_mnist")
+    teacher = flow_matching.VelocityNet(pretrained.load("fm_mnist", device), TIME_SCALE).eval()
+    noise, samples, pair_seconds = teacher_pairs(teacher, device, workdir / "fm_student_mnist.pairs.pt")
+    model = flow_matching.VelocityNet(pretrained.load("fm_mnist", device), TIME_SCALE).train()
+    averaged = unet.ema(model, EMA_DECAY)
+    opt = torch.optim.Adam(model.parameters(), lr=STUDENT_LR)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / STUDENT_WARMUP))
+    gen = torch.Generator().manual_seed(SEED + 2)
+    batches = data.Minibatches(samples, noise, batch_size=BATCH, seed=SEED + 2)
+    amp = chapter8.autocast_dtype(device)
+    inner = flow_matching.make_flow_matching_step(model, opt, batches, coupled=True, times=[1.0],
+                                                  ema=averaged, lr_scheduler=warmup, grad_clip=1.0, amp=amp,
+                                                  generator=gen)
+    last = [time.perf_counter()]
+
+    def step(i: int) -> dict[str, float]:
+        metrics = inner(i)
+        now = time.perf_counter()
+        metrics["time_s"] = now - last[0]
+        last[0] = now
+        return metrics
+
+    path = workdir / "fm_student_mnist.run.pt"
+    state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
+    planned = int(os.environ.get("FM_STUDENT_STEPS", str(STUDENT_STEPS)))
+    if os.environ.get("FM_EXPORT_NOW", "") not in ("", "0"):
+        if not path.exists():
+            raise SystemExit(f"FM_EXPORT_NOW: no run state at {path} yet; start the training first.")
+        n_steps = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    else:
+        n_steps = planned
+    history = fit(step, n_steps, state=state, checkpoint=path, checkpoint_every=CHECKPOINT_EVERY,
+                  desc="fm_student_mnist")
+    done = len(history["step"])
+    tail = history.get("loss", [])[-500:]
+    details = {
+        "data": f"{STUDENT_PAIRS:,} pairs (noise, sample) of the teacher fm_mnist",
+        "teacher": f"fm_mnist (sha256 {teacher_entry['sha256'][:12]}), Heun {TEACHER_STEPS} steps, "
+                   f"NFE {2 * TEACHER_STEPS - 1}; noise of batch k from seed {PAIR_SEED} + k",
+        "pairs_wall_time_s": round(pair_seconds, 1),
+        "steps": done,
+        "planned_steps": planned,
+        "batch_size": BATCH,
+        "objective": "distillation: ||x_1 - v(x_1, 1) - x_0||^2 on the teacher's pairs (times=[1.0])",
+        "initialisation": "the teacher's weights",
+        "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
+                     "grad-norm clip 1",
+        "ema_decay": EMA_DECAY,
+        "autocast": str(amp).replace("torch.", "") if amp else "none",
+        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
+        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
+        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
+                     else "end of the planned run"),
+        "sampling": "flow_matching.sample(VelocityNet(model), shape, 1, 'euler'): NFE 1",
+        "half": True,
+    }
+    return averaged.module.net.eval(), details
