@@ -377,7 +377,7 @@ def memorisation_ratio(samples: Tensor, train: Tensor, held_out: Tensor) -> floa
 
 
 def wasserstein_assignment(x: Tensor, y: Tensor) -> float:
-    """W1 between two empirical distributions of n points each, exactly: min over pairings of the mean distance.
+    """Exact W1 between two empirical distributions of n points each: the least mean distance of a pairing.
 
     With equal weights 1/n, an optimal transport plan is a permutation (Birkhoff), found by the Hungarian
     algorithm (``scipy.optimize.linear_sum_assignment``) on the n x n Euclidean cost matrix: O(n^3) time,

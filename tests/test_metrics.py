@@ -531,7 +531,8 @@ def test_wasserstein_assignment_is_exact_on_cases_with_a_closed_form():
     # a translation moves every point by |c|, and no pairing can do better than the means' distance
     shift = torch.tensor([3.0, -4.0], dtype=torch.float64)
     assert metrics.wasserstein_assignment(x, x + shift) == pytest.approx(5.0, abs=1e-9)
-    assert metrics.wasserstein_assignment(x, x[torch.randperm(300, generator=g)]) == pytest.approx(0.0, abs=1e-7)
+    shuffled = x[torch.randperm(300, generator=g)]
+    assert metrics.wasserstein_assignment(x, shuffled) == pytest.approx(0.0, abs=1e-7)
     # in 1-D the optimal pairing is by rank: the mean gap between sorted samples
     a, b = torch.rand(200, 1, generator=g), torch.rand(200, 1, generator=g) * 2
     by_rank = (a.flatten().sort().values - b.flatten().sort().values).abs().mean().item()
