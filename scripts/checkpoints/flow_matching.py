@@ -71,6 +71,27 @@ STUDENT_LR, STUDENT_WARMUP = 2e-4, 200
 STUDENT_STEPS = 6_000
 
 
+def _fit_or_export(inner, state: dict, path: Path, planned: int, desc: str) -> dict:
+    """``train.fit`` of ``inner`` (with each step's wall time, summed over resumes) up to ``planned`` steps,
+    checkpointing to ``path``; with ``FM_EXPORT_NOW`` set, only the run state's history at its step."""
+    last = [time.perf_counter()]
+
+    def step(i: int) -> dict[str, float]:
+        metrics = inner(i)
+        now = time.perf_counter()
+        metrics["time_s"] = now - last[0]
+        last[0] = now
+        return metrics
+
+    n_steps = planned
+    if os.environ.get("FM_EXPORT_NOW", "") not in ("", "0"):
+        if not path.exists():
+            raise SystemExit(f"FM_EXPORT_NOW: no run state at {path} yet; start the training first.")
+        n_steps = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+        print(f"FM_EXPORT_NOW: exporting the EMA weights of {path} at step {n_steps}.")
+    return fit(step, n_steps, state=state, checkpoint=path, checkpoint_every=CHECKPOINT_EVERY, desc=desc)
+
+
 def train(name: str, workdir: Path):
     if name not in NAMES:
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
@@ -92,26 +113,9 @@ def train(name: str, workdir: Path):
     amp = chapter8.autocast_dtype(device)
     inner = flow_matching.make_flow_matching_step(model, opt, batches, ema=averaged, lr_scheduler=warmup,
                                                   grad_clip=1.0, amp=amp, generator=gen)
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
-        metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]  # summed over the history: the wall time across resumes
-        last[0] = now
-        return metrics
-
-    path = workdir / f"{name}.run.pt"
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
     planned = int(os.environ.get("FM_STEPS", str(STEPS)))
-    if os.environ.get("FM_EXPORT_NOW", "") not in ("", "0"):
-        if not path.exists():
-            raise SystemExit(f"FM_EXPORT_NOW: no run state at {path} yet; start the training first.")
-        n_steps = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-        print(f"FM_EXPORT_NOW: exporting the EMA weights of {path} at step {n_steps}.")
-    else:
-        n_steps = planned
-    history = fit(step, n_steps, state=state, checkpoint=path, checkpoint_every=CHECKPOINT_EVERY, desc=name)
+    history = _fit_or_export(inner, state, workdir / f"{name}.run.pt", planned, name)
     done = len(history["step"])
     tail = history.get("loss", [])[-500:]
     details = {
@@ -197,26 +201,9 @@ def train_student(workdir: Path):
     inner = flow_matching.make_flow_matching_step(model, opt, batches, coupled=True, times=[1.0],
                                                   ema=averaged, lr_scheduler=warmup, grad_clip=1.0, amp=amp,
                                                   generator=gen)
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
-        metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]
-        last[0] = now
-        return metrics
-
-    path = workdir / "fm_student_mnist.run.pt"
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
     planned = int(os.environ.get("FM_STUDENT_STEPS", str(STUDENT_STEPS)))
-    if os.environ.get("FM_EXPORT_NOW", "") not in ("", "0"):
-        if not path.exists():
-            raise SystemExit(f"FM_EXPORT_NOW: no run state at {path} yet; start the training first.")
-        n_steps = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-    else:
-        n_steps = planned
-    history = fit(step, n_steps, state=state, checkpoint=path, checkpoint_every=CHECKPOINT_EVERY,
-                  desc="fm_student_mnist")
+    history = _fit_or_export(inner, state, workdir / "fm_student_mnist.run.pt", planned, "fm_student_mnist")
     done = len(history["step"])
     tail = history.get("loss", [])[-500:]
     details = {
