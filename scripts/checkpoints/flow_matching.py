@@ -27,6 +27,19 @@ Stage 2 trains a copy of the teacher on the pairs at t = 1 only (``make_flow_mat
 coupled=True, times=[1.0])``): the student maps x_1 to x_1 - v(x_1, 1) in one network evaluation. Adam
 2e-4 with a 200-step warm-up, batch 64, EMA 0.999, the teacher's autocast, checkpoints every 200 steps in
 ``checkpoints/runs/fm_student_mnist.run.pt``. ``FM_STUDENT_STEPS`` sets the run's total (default 6,000).
+``fm_student2_mnist``, the two-step student, continues from ``fm_student_mnist``'s weights on the same
+pairs with t drawn from {1, 1/2} (``times=[1.0, 0.5]``; on a straight pair x_{1/2} = (x_0 + x_1) / 2) for
+2,000 steps; it samples with two Euler steps, NFE 2.
+
+``cfm_mnist`` is the class-conditional velocity model for classifier-free guidance (chapter 9's recipe for
+``cddpm_mnist`` with the flow-matching loss): the same U-Net with ``num_classes=10``, labels dropped to the
+null label with probability ``P_UNCOND``. To fit a CPU budget it starts from ``fm_mnist``'s weights with
+the label embedding set to zero, so at step 0 it is the unconditional model for every label, and is
+fine-tuned for ``CFM_STEPS`` (default 4,000) with Adam 2e-4 after a 200-step warm-up, batch 64, EMA 0.999,
+checkpoints every 200 steps in ``checkpoints/runs/cfm_mnist.run.pt`` (resumable; ``FM_EXPORT_NOW`` works):
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/train_checkpoint.py cfm_mnist --threads 1 \
+        > /tmp/cfm_mnist.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ from course_lib import flow_matching, unet
 from course_lib.config import get_device
 from course_lib.train import fit
 
-NAMES = ["fm_mnist", "fm_student_mnist"]
+NAMES = ["fm_mnist", "fm_student_mnist", "fm_student2_mnist", "cfm_mnist"]
 
 CONFIG = unet.UNetConfig(in_shape=(1, 28, 28), base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
                          attention_resolutions=(7,), dropout=0.0)  # ddpm_mnist's
@@ -69,6 +82,12 @@ PAIR_SEED = 10_000
 TEACHER_STEPS = 10  # Heun, NFE 19
 STUDENT_LR, STUDENT_WARMUP = 2e-4, 200
 STUDENT_STEPS = 6_000
+# name -> (distillation times, initial weights, default steps): the two-step student continues the
+# one-step one on the grid {1, 1/2} (Liu et al.'s k-step distillation), on the same pairs
+STUDENTS = {"fm_student_mnist": ([1.0], "fm_mnist", STUDENT_STEPS),
+            "fm_student2_mnist": ([1.0, 0.5], "fm_student_mnist", 2_000)}
+P_UNCOND = 0.2  # chapter 9's label-dropout rate
+CFM_STEPS = 4_000
 
 
 def _fit_or_export(inner, state: dict, path: Path, planned: int, desc: str) -> dict:
@@ -95,8 +114,10 @@ def _fit_or_export(inner, state: dict, path: Path, planned: int, desc: str) -> d
 def train(name: str, workdir: Path):
     if name not in NAMES:
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
-    if name == "fm_student_mnist":
-        return train_student(workdir)
+    if name in STUDENTS:
+        return train_student(workdir, name)
+    if name == "cfm_mnist":
+        return train_conditional(workdir)
     chapter8 = _chapter8_recipe()
     device = get_device()
     torch.manual_seed(SEED)
@@ -182,7 +203,7 @@ def teacher_pairs(teacher: flow_matching.VelocityNet, device: torch.device, file
     return noise, torch.cat(state["data"]).float().to(device), state["seconds"]
 
 
-def train_student(workdir: Path):
+def train_student(workdir: Path, name: str = "fm_student_mnist"):
     from course_lib import data, pretrained
 
     chapter8 = _chapter8_recipe()
@@ -191,19 +212,20 @@ def train_student(workdir: Path):
     teacher_entry = pretrained.info("fm_mnist")
     teacher = flow_matching.VelocityNet(pretrained.load("fm_mnist", device), TIME_SCALE).eval()
     noise, samples, pair_seconds = teacher_pairs(teacher, device, workdir / "fm_student_mnist.pairs.pt")
-    model = flow_matching.VelocityNet(pretrained.load("fm_mnist", device), TIME_SCALE).train()
+    times, init, default_steps = STUDENTS[name]
+    model = flow_matching.VelocityNet(pretrained.load(init, device), TIME_SCALE).train()
     averaged = unet.ema(model, EMA_DECAY)
     opt = torch.optim.Adam(model.parameters(), lr=STUDENT_LR)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / STUDENT_WARMUP))
     gen = torch.Generator().manual_seed(SEED + 2)
     batches = data.Minibatches(samples, noise, batch_size=BATCH, seed=SEED + 2)
     amp = chapter8.autocast_dtype(device)
-    inner = flow_matching.make_flow_matching_step(model, opt, batches, coupled=True, times=[1.0],
+    inner = flow_matching.make_flow_matching_step(model, opt, batches, coupled=True, times=times,
                                                   ema=averaged, lr_scheduler=warmup, grad_clip=1.0, amp=amp,
                                                   generator=gen)
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
-    planned = int(os.environ.get("FM_STUDENT_STEPS", str(STUDENT_STEPS)))
-    history = _fit_or_export(inner, state, workdir / "fm_student_mnist.run.pt", planned, "fm_student_mnist")
+    planned = int(os.environ.get("FM_STUDENT_STEPS", str(default_steps)))
+    history = _fit_or_export(inner, state, workdir / f"{name}.run.pt", planned, name)
     done = len(history["step"])
     tail = history.get("loss", [])[-500:]
     details = {
@@ -214,8 +236,10 @@ def train_student(workdir: Path):
         "steps": done,
         "planned_steps": planned,
         "batch_size": BATCH,
-        "objective": "distillation: ||x_1 - v(x_1, 1) - x_0||^2 on the teacher's pairs (times=[1.0])",
-        "initialisation": "the teacher's weights",
+        "objective": (f"distillation: ||x_1 - x_0 - v(x_t, t)||^2 on the teacher's pairs, x_t = (1 - t) x_0 + t x_1, "
+                      f"t in {times}"),
+        "initialisation": "the teacher's weights" if init == "fm_mnist" else
+                          f"{init} (sha256 {pretrained.info(init)['sha256'][:12]})",
         "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
                      "grad-norm clip 1",
         "ema_decay": EMA_DECAY,
@@ -224,7 +248,60 @@ def train_student(workdir: Path):
         "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
         "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
                      else "end of the planned run"),
-        "sampling": "flow_matching.sample(VelocityNet(model), shape, 1, 'euler'): NFE 1",
+        "sampling": f"flow_matching.sample(VelocityNet(model), shape, {len(times)}, 'euler'): NFE {len(times)}",
+        "half": True,
+    }
+    return averaged.module.net.eval(), details
+
+
+def train_conditional(workdir: Path):
+    from dataclasses import replace
+
+    from course_lib import data, pretrained
+
+    chapter8 = _chapter8_recipe()
+    device = get_device()
+    torch.manual_seed(SEED)
+    images, labels, source = chapter8.training_digits(device)
+    net = unet.UNet(replace(CONFIG, num_classes=10)).to(device)
+    start = pretrained.info("fm_mnist")
+    missing, unexpected = net.load_state_dict(pretrained.load("fm_mnist", device).state_dict(), strict=False)
+    if set(missing) != {"label_emb.weight"} or unexpected:
+        raise RuntimeError(f"fm_mnist does not match the conditional U-Net: {missing}, {unexpected}")
+    torch.nn.init.zeros_(net.label_emb.weight)  # step 0: the unconditional model for every label
+    model = flow_matching.VelocityNet(net, TIME_SCALE)
+    averaged = unet.ema(model, EMA_DECAY)
+    opt = torch.optim.Adam(model.parameters(), lr=STUDENT_LR)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / STUDENT_WARMUP))
+    gen = torch.Generator().manual_seed(SEED + 3)
+    batches = data.Minibatches(images, labels, batch_size=BATCH, seed=SEED + 3)
+    amp = chapter8.autocast_dtype(device)
+    inner = flow_matching.make_flow_matching_step(model, opt, batches, ema=averaged, lr_scheduler=warmup,
+                                                  grad_clip=1.0, amp=amp, generator=gen, p_uncond=P_UNCOND)
+    state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
+    planned = int(os.environ.get("CFM_STEPS", str(CFM_STEPS)))
+    history = _fit_or_export(inner, state, workdir / "cfm_mnist.run.pt", planned, "cfm_mnist")
+    done = len(history["step"])
+    tail = history.get("loss", [])[-500:]
+    details = {
+        "data": source + ", with labels",
+        "steps": done,
+        "planned_steps": planned,
+        "batch_size": BATCH,
+        "objective": "conditional flow matching as fm_mnist, v(x_t, t, y), labels dropped to the null label 10 "
+                     f"with probability {P_UNCOND}",
+        "initialisation": f"fm_mnist (sha256 {start['sha256'][:12]}, {start['provenance']['steps']:,} steps), "
+                          "label embedding zero",
+        "time_input": f"{TIME_SCALE:g} t (flow_matching.VelocityNet)",
+        "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
+                     "grad-norm clip 1",
+        "ema_decay": EMA_DECAY,
+        "autocast": str(amp).replace("torch.", "") if amp else "none",
+        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
+        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
+        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
+                     else "end of the planned run"),
+        "sampling": "flow_matching.guided_velocity(VelocityNet(model), y, gamma), 2 network passes per call",
         "half": True,
     }
     return averaged.module.net.eval(), details
