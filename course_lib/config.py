@@ -323,6 +323,10 @@ LAB_13_FLOW_MATCHING = {
     "sweep_seeds": LAB_12_SCORE_SDE["sweep_seeds"],
     "batch": LAB_12_SCORE_SDE["batch"],
     "ex_nfe": Size(2, 20),  # the exercise's network evaluations per image (n_sweep images, first seed)
+    # classifier-free guidance of the shipped cfm_mnist: Heun with cfg_steps steps, the sweep's N, seeds and
+    # batches, balanced labels (n_sweep / 10 per class); gamma 0 and 1 cost one pass per call, others two
+    "cfg_gammas": Size((0.0, 2.0), (0.0, 1.0, 2.0, 3.0, 5.0), cpu=(0.0, 1.0, 2.0, 3.0)),
+    "cfg_steps": Size(2, 10),
 }
 
 
@@ -330,29 +334,34 @@ LAB_14_EVALUATION = {
     # the comparison table: one N for every row, one independent sample set per seed (mean and spread)
     "n_table": Size(300, 1_000),  # samples per set, the same N for every row
     "seeds": Size((10, 11), (10, 11, 12)),  # one set per seed, torch.Generator(device).manual_seed(seed)
+    # the table measured again on new independent sets (the bar: no stated ordering may flip); a cached
+    # row needs its sets for these seeds too (scripts/sample_cache.py ROW --seeds 13 14 15)
+    "rerun_seeds": Size((12, 13), (13, 14, 15)),
     "batch_size": Size(100, 100),  # images per sampler call (a cached set matches only this value)
     "ns_table": Size((100, 150, 300), (250, 500, 1_000)),  # sizes of each set's FID-against-1/N fit
     # network evaluations a row may spend drawing its sets live (n_table x seeds x NFE); a row above
     # that reads its sets from checkpoints/samples/ (scripts/sample_cache.py), or is listed as not drawn
     "max_live_evaluations": Size(1_000, 10**9, cpu=30_000),
-    # the speed of a cached row is measured live on n_speed images after a one-image warm-up, when
-    # (1 + n_speed) x NFE fits in max_evaluations
-    "max_evaluations": Size(1_000, 50_000),
+    # the speed of a cached row (or of one not drawn) is measured live on n_speed images after a one-image
+    # warm-up, when (1 + n_speed) x NFE fits in max_evaluations
+    "max_evaluations": Size(100, 50_000),
     "n_speed": Size(2, 4),
-    "n_min": Size(200, 200),  # read only by the table before its rewrite (seeds); remove with it
+    "n_min": Size(200, 200),  # read only by the stored lab's table until its rewrite replaces it; remove then
     "ns": Size((100, 150, 200, 300), (250, 500, 1_000, 2_000, 5_000)),  # N of section 2's 1/N fits
     "n_pitfall": Size(300, 5_000),  # images of the blur / noise / memorisation experiments
     "repeats": Size(1, 3),  # subsets averaged per N (section 2)
-    # the likelihood columns, on the first test digits: nats per binarised digit (PixelCNN, the conv
-    # VAE's IWAE estimate with iwae_k samples), bits/dim of 8-bit digits (RealNVP, the DDPM's ELBO with
+    # the likelihood columns, on the first test digits: nats per binarised digit (PixelCNN, the two
+    # VAEs' IWAE estimates with iwae_k samples), bits/dim of 8-bit digits (RealNVP, the DDPM's ELBO with
     # elbo_strata + 1 network calls per digit, the DDPM's probability-flow ODE with ode_steps Heun steps
-    # and one Hutchinson probe, on the first n_ode of them)
+    # and one Hutchinson probe, and flow matching's ODE likewise, on the first n_ode of them)
     "n_nats": Size(32, 1_000, cpu=300),
     "iwae_k": Size(20, 1_000),
     "n_bpd": Size(16, 1_000, cpu=200),
     "elbo_strata": Size(5, 50),
-    "n_ode": Size(1, 16, cpu=8),
-    "ode_steps": Size(40, 100),  # Heun converges from below: 40 steps are about 0.3 bits/dim low
+    "n_ode": Size(2, 16, cpu=8),  # at least two: a mean ± standard error over digits
+    # Heun steps of both ODE likelihoods (the DDPM's, flow matching's); Heun converges from below: 40 steps
+    # are about 0.3 bits/dim low for the DDPM, the fast profile's 8 far more (a smoke test)
+    "ode_steps": Size(8, 100),
 }
 
 BUDGETS: dict[str, dict[str, Size]] = {

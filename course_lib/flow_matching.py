@@ -7,6 +7,7 @@ conversions between parameterisations, ODE samplers that count NFE, guidance, re
     x, nfe = sample(v, (16, 1, 28, 28), steps=10, method="heun")       # nfe = 19
     x1, x0, nfe = reflow_pairs(v, (1000, 1, 28, 28), steps=50)          # pairs for rectified flow
     oracle = mixture_velocity(means, stds, weights)            # the exact marginal velocity, 2-D
+    bpd = ode_bits_per_dim(v, test_digits, steps=100)          # likelihood of 8-bit digits (an upper bound)
 
 Conventions (DESIGN 13). Time t in [0, 1]: t = 0 is the data, t = 1 the noise. A Gaussian path is
 x_t = a(t) x_0 + b(t) eps with eps ~ N(0, I), a(0) = 1, b(0) = 0; its conditional velocity, the
@@ -40,7 +41,8 @@ Velocity = Callable[..., Tensor]  # v(x, t) or v(x, t, y), t: (B,) floats in [0,
 KINDS = ("eps", "x0", "score", "velocity")
 __all__ = ["GaussianPath", "LinearPath", "VPPath", "VelocityNet", "conditional_velocity", "cfm_loss",
            "convert", "to_linear", "ddpm_velocity", "ddpm_times", "mixture_velocity", "time_grid", "sample",
-           "guided_velocity", "reflow_pairs", "straightness", "make_flow_matching_step", "KINDS"]
+           "guided_velocity", "ode_log_likelihood", "ode_bits_per_dim", "reflow_pairs", "straightness",
+           "make_flow_matching_step", "KINDS"]
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -371,6 +373,59 @@ def guided_velocity(model: Velocity, y: Tensor, gamma: float, null_label: int | 
 
     guided.nfe_per_call = 1 if gamma in (0.0, 1.0) else 2
     return guided
+
+
+# --- likelihood: the instantaneous change of variables ---------------------------------------------
+
+def ode_log_likelihood(v: Velocity, x: Tensor, steps: int = 100, *, rho: float = 3.0,
+                       n_probes: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """log p_0(x) in nats per example, (B,) float64, of the flow dx/dt = v(x, t) with x_1 ~ N(0, I).
+
+    Carries x from t = 0 (data) to t = 1 (noise) by Heun's method (``flows.continuous_flow``, one step
+    per interval) on the times t_i = (i / K)^rho, i = 0..K = ``steps`` (2 K forward passes, each with the
+    divergence's backward passes), and log p_0(x_0) = log N(x_1; 0, I) + int_0^1 div v(x_t, t) dt
+    (chapter 11's continuous change of variables). Near the data the field bends fastest (its divergence
+    grows like D / t on a thin data set), so the grid crowds the steps there: on fm_mnist's digits
+    uniform steps (rho = 1) are still 0.7 bits/dim low at K = 100, rho = 3 is within 0.02 of K = 400.
+    div is exact (``n_probes`` None: D backward passes, small D) or Hutchinson's estimate with
+    ``n_probes`` Rademacher probes (unbiased for the integral, so for log p as well).
+    """
+    from .flows import continuous_flow
+
+    if not callable(v):
+        raise TypeError(f"v must be callable as v(x, t), got {type(v).__name__}.")
+    steps = _checks.count(steps, "steps")
+    rho = _checks.number(rho, "rho", low=0.0, low_open=True)
+    times = [(i / steps) ** rho for i in range(steps + 1)]
+
+    def field(z: Tensor, t: float) -> Tensor:
+        return v(z, torch.full((z.shape[0],), t, dtype=z.dtype, device=z.device))
+
+    x1, delta = x, 0.0
+    for t, t_next in zip(times, times[1:], strict=False):
+        x1, d = continuous_flow(field, x1, t, t_next, n_steps=1, n_probes=n_probes, generator=generator)
+        delta = delta + d.double()  # -int div v dt over [t, t_next]
+    d = x1[0].numel()
+    # log p_0(x_0) = log p_1(x_1) - delta, delta = -int_0^1 div v dt
+    log_p1 = -0.5 * (x1.flatten(1).double().pow(2).sum(1) + d * math.log(2 * math.pi))
+    return log_p1 - delta
+
+
+def ode_bits_per_dim(v: Velocity, images: Tensor, steps: int = 100, *, rho: float = 3.0,
+                     n_probes: int | None = 1, generator: torch.Generator | None = None) -> Tensor:
+    """Bits/dim of 8-bit images under the flow of data in [-1, 1], (B,): an upper bound in expectation.
+
+    The protocol of ``sde.ode_bits_per_dim`` (chapter 12): y = (k + u) / 256 with u ~ U[0, 1)^D
+    (``flows.dequantize``, one draw per image), x = 2 y - 1, log P(k) >= log p_X(x) + D log 2 - D log 256,
+    bits/dim = -that / (D ln 2). ``steps``, ``rho``, ``n_probes``: ``ode_log_likelihood``'s.
+    """
+    from .flows import bits_per_dim, dequantize
+
+    x = 2 * dequantize(images, generator) - 1
+    d = x[0].numel()
+    log_p = ode_log_likelihood(v, x, steps, rho=rho, n_probes=n_probes, generator=generator)
+    bound = log_p + d * math.log(2) - d * math.log(256)
+    return bits_per_dim(-bound, d)
 
 
 # --- rectified flow: reflow pairs, straightness, distillation ------------------------------------

@@ -13,6 +13,7 @@ Inception-v3 features. Images are ``(N, 1, 28, 28)`` tensors with values in ``[0
     fit = fid_infinity(feats, ref, ns=(1000, 2000, 5000))  # fit.fid_inf, fit.se: FID_N = FID_inf + k / N
     s = summarise([25.1, 24.0, 26.2])                # over seeds: f"{s:.1f}" -> "25.1 ± 1.1"
     rank_with_ties({"A": s, "B": t}, higher_is_better=False)  # [["A", "B"]]: the gap is inside the noise
+    compare_rankings(first_run, second_run).reversed  # stated orders that a rerun turned round
 """
 
 from __future__ import annotations
@@ -566,3 +567,53 @@ def rank_with_ties(rows: dict[str, Summary], *, higher_is_better: bool,
 def format_ranking(groups: list[list[str]], *, higher_is_better: bool) -> str:
     """``rank_with_ties``'s groups as text, e.g. "A < B ≈ C < D" for FID or "D > B ≈ C > A" for the IS."""
     return (" > " if higher_is_better else " < ").join(" ≈ ".join(g) for g in groups)
+
+
+class OrderingChanges(NamedTuple):
+    """Pairs (better, worse) of two rankings, on the rows that both rank: see ``compare_rankings``."""
+
+    kept: list[tuple[str, str]]  # ordered the same way in both
+    reversed: list[tuple[str, str]]  # ordered (a, b) in the first, (b, a) in the second
+    lost: list[tuple[str, str]]  # ordered in the first, tied in the second
+    new: list[tuple[str, str]]  # tied in the first, ordered in the second
+
+
+def _stated_pairs(groups: list[list[str]], names: set[str]) -> set[tuple[str, str]]:
+    return {(a, b) for i, g in enumerate(groups) for a in g for later in groups[i + 1:] for b in later
+            if a in names and b in names}
+
+
+def compare_rankings(first: list[list[str]], second: list[list[str]]) -> OrderingChanges:
+    """What a second ranking (``rank_with_ties``'s groups, best first) does to the orderings of a first.
+
+    A ranking states "a before b" for every a in an earlier group than b; rows in one group are tied.
+    Only rows that appear in both rankings are compared. A rerun with other seeds should keep or lose
+    a stated order (a tie says less, not the opposite) but never reverse one: ``reversed`` is the
+    list to check. Works for any two rankings, e.g. a published table (one group per row) against ours.
+    """
+    for name, groups in (("first", first), ("second", second)):
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
+            raise TypeError(f"{name} must be a list of groups (lists of row names), as rank_with_ties "
+                            "returns.")
+        flat = [r for g in groups for r in g]
+        if len(flat) != len(set(flat)):
+            raise ValueError(f"{name} names a row twice: {flat}.")
+    common = {r for g in first for r in g} & {r for g in second for r in g}
+    one, two = _stated_pairs(first, common), _stated_pairs(second, common)
+    return OrderingChanges(kept=sorted(one & two), reversed=sorted(p for p in one if p[::-1] in two),
+                           lost=sorted(p for p in one if p not in two and p[::-1] not in two),
+                           new=sorted(p for p in two if p not in one and p[::-1] not in one))
+
+
+def seeds_needed(a: Summary, b: Summary, level: float = 0.05, most: int = 1000) -> int | None:
+    """The fewest sample sets per row at which ``compare`` would order rows with these means and sds.
+
+    Assumes the spreads measured now (``a.sd``, ``b.sd``) stay as they are when more seeds are drawn:
+    the gap |mean_a - mean_b| must exceed t_{1 - level/2, nu} sqrt((sd_a^2 + sd_b^2) / n). Returns None
+    when even ``most`` seeds a side would not separate them (e.g. equal means).
+    """
+    most = _checks.count(most, "most", 2)
+    for n in range(2, most + 1):
+        if compare(Summary(a.mean, a.sd, n), Summary(b.mean, b.sd, n), level) != "tied":
+            return n
+    return None

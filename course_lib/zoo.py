@@ -99,7 +99,7 @@ FM_STEPS = 10  # chapter 13's flow-matching rows: 10 uniform steps of Euler (NFE
 
 def _flow(steps: int, method: str) -> SampleFn:
     """Chapter 13: a velocity model (a shipped U-Net fed 1000 t) solved from t = 1 to 0 with ``steps``
-    uniform steps of ``method``; the one-step student is ``_flow(1, "euler")``."""
+    uniform steps of ``method``; the one- and two-step students are ``_flow(1 or 2, "euler")``."""
     def sample(model: nn.Module, n: int, g: torch.Generator) -> Tensor:
         from .flow_matching import VelocityNet
         from .flow_matching import sample as fm_sample
@@ -180,6 +180,8 @@ SAMPLERS: dict[str, Sampler] = {
                        _flow(FM_STEPS, "heun"), "chapter 8's U-Net trained by flow matching"),
     "fm_student": Sampler("flow matching, one-step student", "fm_student_mnist", 13, 1, _flow(1, "euler"),
                           "distilled from fm_mnist's Heun samples (chapter 13)"),
+    "fm_student2": Sampler("flow matching, two-step student", "fm_student2_mnist", 13, 2, _flow(2, "euler"),
+                           "the one-step student distilled further at t in {1, 1/2} (chapter 13)"),
     "pixelcnn": Sampler("PixelCNN", "pixelcnn_mnist", 10, 784, _pixelcnn,
                         "784 sequential steps; binary samples, scored against grey real digits"),
     "realnvp": Sampler("RealNVP (T = 1)", "realnvp_mnist", 11, 1, _realnvp,
@@ -319,8 +321,8 @@ def score_seeds(sample: SampleFn, model: nn.Module | None, n: int, seeds, refere
     Each row holds "seed", "speed" (images per second of that draw, after one untimed warm-up draw of
     ``warmup`` images with its own generator before the first seed), the columns of ``scores``, and
     "fid_inf" (``metrics.fid_infinity`` of the set on sizes ``fid_inf_ns``, at least three, the
-    largest at most n) when asked. The reference set is the same for every seed: the spread over
-    seeds is that of the samples.
+    largest at most n) and "fid_inf_se" (its fit's standard error) when asked. The reference set is
+    the same for every seed: the spread over seeds is that of the samples.
     """
     n = _checks.count(n, "n")
     seeds = [_checks.count(s, "every seed", 0) for s in seeds]
@@ -352,13 +354,14 @@ def score_set(images: Tensor, seed: int, reference: Tensor, train: Tensor, held_
               fid_inf_ns: tuple[int, ...] | None = None, k: int = 3, ref_stats=None,
               speed: float = float("nan")) -> dict[str, float]:
     """One row of ``score_seeds`` for a set already drawn (e.g. a cached one): seed, speed, ``scores``,
-    and "fid_inf" on sizes ``fid_inf_ns`` with subsets drawn by ``torch.Generator().manual_seed(seed)``."""
+    and "fid_inf" on sizes ``fid_inf_ns`` with subsets drawn by ``torch.Generator().manual_seed(seed)``,
+    with "fid_inf_se", the standard error of that fit's intercept (``metrics.FIDInfinity.se``)."""
     row = {"seed": seed, "speed": speed, **scores(images, reference, train, held_out, k=k)}
     if fid_inf_ns is not None:
         ref_stats = metrics.statistics(reference) if ref_stats is None else ref_stats
         g = torch.Generator().manual_seed(seed)  # the subsets of the 1/N fit
-        row["fid_inf"] = metrics.fid_infinity(metrics.features(images), ref_stats, fid_inf_ns,
-                                              generator=g).fid_inf
+        fit = metrics.fid_infinity(metrics.features(images), ref_stats, fid_inf_ns, generator=g)
+        row["fid_inf"], row["fid_inf_se"] = fit.fid_inf, fit.se
     return row
 
 

@@ -1,6 +1,7 @@
 """Draw and store the sample sets of chapter 14's slow rows, with their provenance.
 
     python scripts/sample_cache.py ddpm --n 1000 --seeds 10 11 12 --threads 1   # hours on a CPU
+    python scripts/sample_cache.py heun        # default: Lab 14's full n_table, seeds and rerun_seeds
     python scripts/sample_cache.py pixelcnn --n 1000                            # resumes if interrupted
     python scripts/sample_cache.py --list
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("row", nargs="?", help="a row of course_lib.zoo.SAMPLERS (see --list)")
     parser.add_argument("--n", type=int, default=None, help="images per set (default: Lab 14's full n_table)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="one set per seed (default: Lab 14's full seeds)")
+                        help="one set per seed (default: Lab 14's full seeds and rerun_seeds, 10 to 15)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per batch (default: Lab 14's batch_size; a set matches only this)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown or unshipped row {args.row!r}; rows: {', '.join(zoo.available())}")
     torch.set_num_threads(args.threads)
     n = args.n or full["n_table"]
-    seeds = args.seeds or list(full["seeds"])
+    seeds = args.seeds or [*full["seeds"], *full["rerun_seeds"]]  # the table and its rerun
     batch_size = args.batch_size or full["batch_size"]
     device = torch.device(args.device)
     for seed in seeds:

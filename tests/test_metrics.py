@@ -544,3 +544,28 @@ def test_wasserstein_assignment_refuses_bad_input():
         metrics.wasserstein_assignment(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="NaN"):
         metrics.wasserstein_assignment(torch.full((3, 2), float("nan")), torch.zeros(3, 2))
+
+
+def test_compare_rankings_finds_kept_reversed_lost_and_new_orders():
+    first = [["a"], ["b", "c"], ["d"]]  # a < b ≈ c < d
+    second = [["b"], ["a"], ["c", "d"], ["e"]]  # b < a < c ≈ d < e; e is not in the first
+    changes = metrics.compare_rankings(first, second)
+    assert changes.reversed == [("a", "b")]
+    assert changes.kept == [("a", "c"), ("a", "d"), ("b", "d")]
+    assert changes.lost == [("c", "d")]
+    assert changes.new == [("b", "c")]
+    same = metrics.compare_rankings(first, first)
+    assert same.reversed == same.lost == same.new == [] and len(same.kept) == 5
+    with pytest.raises(ValueError, match="twice"):
+        metrics.compare_rankings([["a"], ["a"]], first)
+    with pytest.raises(TypeError, match="groups"):
+        metrics.compare_rankings(["a", "b"], first)
+
+
+def test_seeds_needed_is_the_first_count_that_compare_orders():
+    a, b = Summary(10.0, 1.0, 3), Summary(12.0, 1.0, 3)
+    n = metrics.seeds_needed(a, b)
+    assert metrics.compare(Summary(10.0, 1.0, n), Summary(12.0, 1.0, n)) == "<"
+    assert metrics.compare(Summary(10.0, 1.0, n - 1), Summary(12.0, 1.0, n - 1)) == "tied"
+    assert metrics.seeds_needed(a, Summary(10.0, 1.0, 3), most=50) is None  # equal means: never
+    assert metrics.seeds_needed(a, Summary(30.0, 1.0, 3)) == 2

@@ -41,10 +41,11 @@ def test_the_flow_matching_rows_count_their_evaluations():
     assert zoo.SAMPLERS["fm_euler10"].evaluations == zoo.FM_STEPS
     assert zoo.SAMPLERS["fm_heun"].evaluations == 2 * zoo.FM_STEPS - 1
     assert zoo.SAMPLERS["fm_student"].evaluations == 1
+    assert zoo.SAMPLERS["fm_student2"].evaluations == 2
 
 
 @pytest.mark.parametrize("name", ["vae_mlp", "gan", "cdcgan", "cfg", "heun", "fm_heun", "fm_student",
-                                  "pixelcnn", "realnvp"])
+                                  "fm_student2", "pixelcnn", "realnvp"])
 def test_samplers_return_images_in_the_unit_interval(name):
     torch.manual_seed(0)
     image = {"out_shape": (1, 28, 28), "hidden_dims": (8,), "out_activation": "tanh"}
@@ -60,6 +61,8 @@ def test_samplers_return_images_in_the_unit_interval(name):
                                                           attention_resolutions=(), num_groups=4)),
              "fm_student": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
                                                              attention_resolutions=(), num_groups=4)),
+             "fm_student2": lambda: unet.UNet(unet.UNetConfig(base_channels=8, channel_mults=(1, 2),
+                                                              attention_resolutions=(), num_groups=4)),
              "pixelcnn": lambda: autoregressive.PixelCNN(
                  autoregressive.PixelCNNConfig(channels=8, dilations=(1,))),
              "realnvp": lambda: flows.RealNVPImage(
@@ -101,7 +104,8 @@ def test_score_seeds_gives_one_independent_reproducible_row_per_seed():
                        held_out)
     assert again == {k: v for k, v in rows[1].items() if k in again}  # a row is redrawn alone
     summary = zoo.summarise_seeds(rows)
-    assert set(summary) == set(rows[0]) - {"seed"} and "fid_inf" in summary
+    assert set(summary) == set(rows[0]) - {"seed"} and {"fid_inf", "fid_inf_se"} <= set(summary)
+    assert all(r["fid_inf_se"] > 0 for r in rows)  # the standard error of each set's 1/N fit
     assert summary["fid"].n == 3 and summary["fid"].sd > 0 and summary["speed"].mean > 0
     with pytest.raises(ValueError, match="distinct"):
         zoo.score_seeds(draw, None, 200, [0, 0, 1], ref, train, held_out, device="cpu")

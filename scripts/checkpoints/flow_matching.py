@@ -236,8 +236,8 @@ def train_student(workdir: Path, name: str = "fm_student_mnist"):
         "steps": done,
         "planned_steps": planned,
         "batch_size": BATCH,
-        "objective": (f"distillation: ||x_1 - x_0 - v(x_t, t)||^2 on the teacher's pairs, x_t = (1 - t) x_0 + t x_1, "
-                      f"t in {times}"),
+        "objective": ("distillation: ||x_1 - x_0 - v(x_t, t)||^2 on the teacher's pairs, "
+                      f"x_t = (1 - t) x_0 + t x_1, t in {times}"),
         "initialisation": "the teacher's weights" if init == "fm_mnist" else
                           f"{init} (sha256 {pretrained.info(init)['sha256'][:12]})",
         "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
@@ -248,7 +248,8 @@ def train_student(workdir: Path, name: str = "fm_student_mnist"):
         "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
         "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
                      else "end of the planned run"),
-        "sampling": f"flow_matching.sample(VelocityNet(model), shape, {len(times)}, 'euler'): NFE {len(times)}",
+        "sampling": (f"flow_matching.sample(VelocityNet(model), shape, {len(times)}, 'euler'): "
+                     f"NFE {len(times)}"),
         "half": True,
     }
     return averaged.module.net.eval(), details
@@ -288,10 +289,10 @@ def train_conditional(workdir: Path):
         "steps": done,
         "planned_steps": planned,
         "batch_size": BATCH,
-        "objective": "conditional flow matching as fm_mnist, v(x_t, t, y), labels dropped to the null label 10 "
-                     f"with probability {P_UNCOND}",
-        "initialisation": f"fm_mnist (sha256 {start['sha256'][:12]}, {start['provenance']['steps']:,} steps), "
-                          "label embedding zero",
+        "objective": ("conditional flow matching as fm_mnist, v(x_t, t, y), labels dropped to the null "
+                      f"label 10 with probability {P_UNCOND}"),
+        "initialisation": (f"fm_mnist (sha256 {start['sha256'][:12]}, {start['provenance']['steps']:,} "
+                           "steps), label embedding zero"),
         "time_input": f"{TIME_SCALE:g} t (flow_matching.VelocityNet)",
         "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
                      "grad-norm clip 1",
