@@ -112,6 +112,25 @@ def _fit_or_export(inner, state: dict, path: Path, planned: int, desc: str) -> d
     return fit(step, n_steps, state=state, checkpoint=path, checkpoint_every=CHECKPOINT_EVERY, desc=desc)
 
 
+def _run_details(history: dict, planned: int, lr: float, warmup: int, amp) -> dict:
+    """The provenance every recipe here records about its run: steps, optimiser, EMA, autocast, wall time,
+    final loss and whether the export is the end of the planned run."""
+    done = len(history["step"])
+    tail = history.get("loss", [])[-500:]
+    return {
+        "steps": done,
+        "planned_steps": planned,
+        "batch_size": BATCH,
+        "optimizer": f"Adam(lr={lr}), linear warm-up over {warmup} steps, then constant; grad-norm clip 1",
+        "ema_decay": EMA_DECAY,
+        "autocast": str(amp).replace("torch.", "") if amp else "none",
+        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
+        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
+        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
+                     else "end of the planned run"),
+    }
+
+
 def train(name: str, workdir: Path):
     if name not in NAMES:
         raise ValueError(f"This recipe trains {NAMES}, not {name!r}.")
@@ -138,22 +157,11 @@ def train(name: str, workdir: Path):
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
     planned = int(os.environ.get("FM_STEPS", str(STEPS)))
     history = _fit_or_export(inner, state, workdir / f"{name}.run.pt", planned, name)
-    done = len(history["step"])
-    tail = history.get("loss", [])[-500:]
     details = {
         "data": source,
-        "steps": done,
-        "planned_steps": planned,
-        "batch_size": BATCH,
         "objective": "conditional flow matching, linear path x_t = (1 - t) x_0 + t eps, t ~ U[0, 1]",
         "time_input": f"{TIME_SCALE:g} t (flow_matching.VelocityNet)",
-        "optimizer": f"Adam(lr={LR}), linear warm-up over {WARMUP} steps, then constant; grad-norm clip 1",
-        "ema_decay": EMA_DECAY,
-        "autocast": str(amp).replace("torch.", "") if amp else "none",
-        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
-        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
-        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
-                     else "end of the planned run"),
+        **_run_details(history, planned, LR, WARMUP, amp),
         "scores": _scores(averaged.module, device),
         "half": True,
     }
@@ -238,28 +246,16 @@ def train_student(workdir: Path, name: str = "fm_student_mnist"):
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
     planned = int(os.environ.get("FM_STUDENT_STEPS", str(default_steps)))
     history = _fit_or_export(inner, state, workdir / f"{name}.run.pt", planned, name)
-    done = len(history["step"])
-    tail = history.get("loss", [])[-500:]
     details = {
         "data": f"{STUDENT_PAIRS:,} pairs (noise, sample) of the teacher fm_mnist",
         "teacher": f"fm_mnist (sha256 {teacher_entry['sha256'][:12]}), Heun {TEACHER_STEPS} steps, "
                    f"NFE {2 * TEACHER_STEPS - 1}; noise of batch k from seed {PAIR_SEED} + k",
         "pairs_wall_time_s": round(pair_seconds, 1),
-        "steps": done,
-        "planned_steps": planned,
-        "batch_size": BATCH,
         "objective": ("distillation: ||x_1 - x_0 - v(x_t, t)||^2 on the teacher's pairs, "
                       f"x_t = (1 - t) x_0 + t x_1, t in {times}"),
         "initialisation": "the teacher's weights" if init == "fm_mnist" else
                           f"{init} (sha256 {pretrained.info(init)['sha256'][:12]})",
-        "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
-                     "grad-norm clip 1",
-        "ema_decay": EMA_DECAY,
-        "autocast": str(amp).replace("torch.", "") if amp else "none",
-        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
-        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
-        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
-                     else "end of the planned run"),
+        **_run_details(history, planned, STUDENT_LR, STUDENT_WARMUP, amp),
         "sampling": (f"flow_matching.sample(VelocityNet(model), shape, {len(times)}, 'euler'): "
                      f"NFE {len(times)}"),
         "scores": _scores(averaged.module, device, len(times), "euler"),
@@ -295,26 +291,14 @@ def train_conditional(workdir: Path):
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}
     planned = int(os.environ.get("CFM_STEPS", str(CFM_STEPS)))
     history = _fit_or_export(inner, state, workdir / "cfm_mnist.run.pt", planned, "cfm_mnist")
-    done = len(history["step"])
-    tail = history.get("loss", [])[-500:]
     details = {
         "data": source + ", with labels",
-        "steps": done,
-        "planned_steps": planned,
-        "batch_size": BATCH,
         "objective": ("conditional flow matching as fm_mnist, v(x_t, t, y), labels dropped to the null "
                       f"label 10 with probability {P_UNCOND}"),
         "initialisation": (f"fm_mnist (sha256 {start['sha256'][:12]}, {start['provenance']['steps']:,} "
                            "steps), label embedding zero"),
         "time_input": f"{TIME_SCALE:g} t (flow_matching.VelocityNet)",
-        "optimizer": f"Adam(lr={STUDENT_LR}), linear warm-up over {STUDENT_WARMUP} steps, then constant; "
-                     "grad-norm clip 1",
-        "ema_decay": EMA_DECAY,
-        "autocast": str(amp).replace("torch.", "") if amp else "none",
-        "train_wall_time_s": round(sum(history.get("time_s", [])), 1),
-        "final_loss_mean_last_500": round(sum(tail) / len(tail), 5) if tail else None,
-        "snapshot": (f"exported at step {done} of {planned} (FM_EXPORT_NOW)" if done < planned
-                     else "end of the planned run"),
+        **_run_details(history, planned, STUDENT_LR, STUDENT_WARMUP, amp),
         "sampling": "flow_matching.guided_velocity(VelocityNet(model), y, gamma), 2 network passes per call",
         "scores": _scores(averaged.module, device, gamma=2.0),
         "half": True,
