@@ -142,6 +142,25 @@ def _bar_class(progress: bool | None):
     return std.tqdm
 
 
+def timed(step: Callable[[int], Mapping[str, float]],
+          key: str = "time_s") -> Callable[[int], dict[str, float]]:
+    """``step`` with the wall time since the previous call added to its metrics as ``key``.
+
+    The first call counts from the moment ``timed`` is called. Summed over a history, the times give
+    the run's wall time, resumes included (each resume restarts the clock; the pause is not counted).
+    """
+    last = [time.perf_counter()]
+
+    def wrapped(i: int) -> dict[str, float]:
+        metrics = dict(step(i))
+        now = time.perf_counter()
+        metrics[key] = now - last[0]
+        last[0] = now
+        return metrics
+
+    return wrapped
+
+
 def warmup_constant_cosine(warmup: int, decay_from: int, total: int) -> Callable[[int], float]:
     """A learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR``: step i -> factor in [0, 1].
 

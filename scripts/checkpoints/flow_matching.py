@@ -54,7 +54,7 @@ import torch
 
 from course_lib import flow_matching, unet
 from course_lib.config import get_device
-from course_lib.train import fit
+from course_lib.train import fit, timed
 
 NAMES = ["fm_mnist", "fm_student_mnist", "fm_student2_mnist", "cfm_mnist"]
 
@@ -94,15 +94,7 @@ CFM_STEPS = 4_000
 def _fit_or_export(inner, state: dict, path: Path, planned: int, desc: str) -> dict:
     """``train.fit`` of ``inner`` (with each step's wall time, summed over resumes) up to ``planned`` steps,
     checkpointing to ``path``; with ``FM_EXPORT_NOW`` set, only the run state's history at its step."""
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
-        metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]
-        last[0] = now
-        return metrics
-
+    step = timed(inner)  # adds each step's wall time, "time_s" (summed: the run's time across resumes)
     n_steps = planned
     if os.environ.get("FM_EXPORT_NOW", "") not in ("", "0"):
         if not path.exists():

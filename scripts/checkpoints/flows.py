@@ -25,13 +25,12 @@ dequantisations.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from course_lib import config, data, flows
-from course_lib.train import fit, warmup_constant_cosine
+from course_lib.train import fit, timed, warmup_constant_cosine
 
 NAMES = ["realnvp_mnist"]
 LAB = "11_flows"
@@ -63,9 +62,7 @@ def train(name: str, workdir: Path):
     batches = data.Minibatches(train_set.images, batch_size=batch, seed=0)
     inner = flows.make_flow_step(flow, opt, batches, generator=gen, grad_clip=clip)
     held = test_set.images[: budget["n_monitor"]]
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
+    def monitored(i: int) -> dict[str, float]:
         metrics = inner(i)
         warmup.step()
         if (i + 1) % monitor_every == 0:
@@ -73,10 +70,9 @@ def train(name: str, workdir: Path):
             metrics["monitor_step"] = float(i + 1)
             print(f"step {i + 1}: train {metrics['bits_per_dim']:.3f}, held-out "
                   f"{metrics['held_out_bits_per_dim']:.3f} bits/dim", flush=True)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]  # summed over the history: the wall time across resumes
-        last[0] = now
         return metrics
+
+    step = timed(monitored)  # adds each step's wall time, "time_s" (summed: the run's time across resumes)
 
     path = workdir / f"{name}.run.pt"
     if os.environ.get("REALNVP_EXPORT_NOW", "") not in ("", "0"):

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from course_lib import diffusion, guidance, latent, unet
 from course_lib.config import get_device
-from course_lib.train import fit
+from course_lib.train import fit, timed
 
 NAMES = ["cddpm_mnist", "noisy_classifier_mnist", "latent_ae_mnist", "ldm_mnist"]
 
@@ -72,7 +71,7 @@ def train(name: str, workdir: Path):
 
     batches = data.Minibatches(images, labels, batch_size=BATCH, seed=SEED)
     amp = ch8.autocast_dtype(device)
-    step = _timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
+    step = timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
                                                 grad_clip=1.0, amp=amp, generator=gen, p_uncond=P_UNCOND))
 
     path = workdir / f"{name}.run.pt"
@@ -119,20 +118,6 @@ AE_BATCH, AE_LR, AE_PENALTY = 128, 1e-3, 1e-3  # Adam; weight of the L2 penalty 
 LATENT_UNET = latent.latent_unet_config((4, 7, 7), num_classes=10, base_channels=64, num_res_blocks=2)
 
 
-def _timed(inner):
-    """Add the wall time of each step as ``time_s`` (summed over the history across resumes)."""
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
-        metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]
-        last[0] = now
-        return metrics
-
-    return step
-
-
 def _held_out(device: torch.device):
     from course_lib import data
 
@@ -160,7 +145,7 @@ def _train_noisy_classifier(name: str, workdir: Path):
     gen = torch.Generator().manual_seed(SEED + 2)
     sched = diffusion.linear_schedule(T)
     batches = data.Minibatches(images, labels, batch_size=CLASSIFIER_BATCH, seed=SEED)
-    step = _timed(guidance.make_classifier_step(model, opt, sched, batches, generator=gen))
+    step = timed(guidance.make_classifier_step(model, opt, sched, batches, generator=gen))
     planned = int(os.environ.get("NOISY_CLASSIFIER_STEPS", "4000"))
     history = fit(step, planned, state={"model": model, "opt": opt, "gen": gen},
                   checkpoint=workdir / f"{name}.run.pt", checkpoint_every=CHECKPOINT_EVERY, desc=name)
@@ -188,7 +173,7 @@ def _train_latent_ae(name: str, workdir: Path):
     model = latent.LatentAutoencoder(LATENT_AE).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=AE_LR)
     batches = data.Minibatches(images, batch_size=AE_BATCH, seed=SEED)
-    step = _timed(latent.make_latent_ae_step(model, opt, batches, penalty=AE_PENALTY))
+    step = timed(latent.make_latent_ae_step(model, opt, batches, penalty=AE_PENALTY))
     planned = int(os.environ.get("LATENT_AE_STEPS", "3000"))
     history = fit(step, planned, state={"model": model, "opt": opt}, checkpoint=workdir / f"{name}.run.pt",
                   checkpoint_every=CHECKPOINT_EVERY, desc=name)
@@ -226,7 +211,7 @@ def _train_ldm(name: str, workdir: Path, autoencoder: torch.nn.Module | None = N
     sched = diffusion.linear_schedule(T)
     batches = data.Minibatches(latents, labels, batch_size=BATCH, seed=SEED)
     amp = ch8.autocast_dtype(device)
-    step = _timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
+    step = timed(diffusion.make_diffusion_step(model, opt, sched, batches, ema=averaged, lr_scheduler=warmup,
                                                 grad_clip=1.0, amp=amp, generator=gen, p_uncond=P_UNCOND))
     planned = int(os.environ.get("LDM_STEPS", "20000"))
     history = fit(step, planned, state={"model": model, "ema": averaged, "opt": opt, "warmup": warmup,

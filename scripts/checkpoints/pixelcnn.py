@@ -30,7 +30,7 @@ import torch
 
 from course_lib import autoregressive as ar
 from course_lib import config, data, vae
-from course_lib.train import fit
+from course_lib.train import fit, timed
 
 NAMES = ["pixelcnn_mnist"]
 LAB = "10_autoregressive"
@@ -57,17 +57,14 @@ def train(name: str, workdir: Path):
     inner = ar.make_pixelcnn_step(model, opt, batches, generator=gen, grad_clip=1.0,
                                   monitor={"test_nll": x_test[: budget["n_monitor"]]},
                                   monitor_every=budget["monitor_every"])
-    last = [time.perf_counter()]
-
-    def step(i: int) -> dict[str, float]:
+    def monitored(i: int) -> dict[str, float]:
         metrics = inner(i)
-        now = time.perf_counter()
-        metrics["time_s"] = now - last[0]  # summed over the history: the wall time across resumes
-        last[0] = now
         if "test_nll" in metrics:
             print(f"step {i + 1}: train {metrics['loss']:.2f}, held-out {metrics['test_nll']:.2f} nats",
                   flush=True)
         return metrics
+
+    step = timed(monitored)  # adds each step's wall time, "time_s" (summed: the run's time across resumes)
 
     path = workdir / f"{name}.run.pt"
     planned = int(os.environ.get("PIXELCNN_STEPS", budget["steps"]))
