@@ -346,7 +346,6 @@ LAB_14_EVALUATION = {
     # warm-up, when (1 + n_speed) x NFE fits in max_evaluations
     "max_evaluations": Size(100, 50_000),
     "n_speed": Size(2, 4),
-    "n_min": Size(200, 200),  # read only by the stored lab's table until its rewrite replaces it; remove then
     "ns": Size((100, 150, 200, 300), (250, 500, 1_000, 2_000, 5_000)),  # N of section 2's 1/N fits
     "n_pitfall": Size(300, 5_000),  # images of the blur / noise / memorisation experiments
     "repeats": Size(1, 3),  # subsets averaged per N (section 2)
